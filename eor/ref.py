@@ -148,3 +148,15 @@ def critic_loss_ref(
     if eta > 0:
         loss = loss + eta * diversity_loss_ref(obs, act, weights, biases)
     return loss
+
+
+# ============================================================================ replay buffer
+# (numpy reference ring buffer; owned by the C++ buffer work)
+
+
+# ============================================================================ dynamics model
+# (per-member-loop reference of SPEC section 2; owned by eor/dynamics)
+
+
+# ============================================================================ RAVL agent
+# (plain autograd reference update of SPEC section 3; owned by eor/agent)

@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers; ships in the wheel as `eor.kernels`."""
