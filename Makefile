@@ -12,10 +12,12 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EOR_WERROR ?= OFF
 JOBS ?= 2
+CMAKE ?= $(VENV)/bin/cmake
+CTEST ?= $(VENV)/bin/ctest
 STAMP := $(VENV)/.eor-installed
 CXX_SOURCES := $(shell find csrc -name '*.hpp' -o -name '*.cpp' -o -name 'CMakeLists.txt' 2>/dev/null)
 
-.PHONY: setup test test-cpp test-py lint format bench clean
+.PHONY: setup test test-cpp test-py lint format bench demo clean
 
 setup: $(STAMP)
 
@@ -29,9 +31,9 @@ $(STAMP): pyproject.toml CMakeLists.txt $(CXX_SOURCES)
 test: test-cpp test-py
 
 test-cpp: $(STAMP)
-	cmake -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release -DEOR_BUILD_PYTHON=OFF -DEOR_BUILD_TESTS=ON -DEOR_WERROR=$(EOR_WERROR) > build-cpp.log || (cat build-cpp.log; exit 1)
-	cmake --build build/cpp -j $(JOBS)
-	ctest --test-dir build/cpp --output-on-failure
+	mkdir -p build && $(CMAKE) -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release -DEOR_BUILD_PYTHON=OFF -DEOR_BUILD_TESTS=ON -DEOR_WERROR=$(EOR_WERROR) > build/cpp-configure.log || (cat build/cpp-configure.log; exit 1)
+	$(CMAKE) --build build/cpp -j $(JOBS)
+	$(CTEST) --test-dir build/cpp --output-on-failure
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -51,4 +53,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf build build-cpp.log .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build build/cpp-configure.log .pytest_cache .mypy_cache .ruff_cache
