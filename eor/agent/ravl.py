@@ -1,0 +1,486 @@
+"""The RAVL learner (SPEC 3): SAC with an N-critic ensemble, the EDAC diversity term and auto-α.
+
+One `RAVL.update(batch)` does, in this order (the reference's, which EDAC's paper uses):
+
+1. α step:      L_α = −log α · mean(log π(a|s) + H̄),  a ~ π(·|s), no actor gradient;
+2. actor step:  L_π = mean(α · log π(ã|s) − minᵢ Qᵢ(s, ã)),  ã ~ π(·|s), with the NEW α and the
+                critics as they are before this update's critic step;
+3. critic step: y = r + γ (1 − d) (minᵢ Q̄ᵢ(s′, a′) − α log π(a′|s′)),  a′ ~ π(·|s′) from the
+                actor after step 2, min over all N target critics;
+                L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div  (`eor.ops.critic_loss`);
+4. Polyak:      Q̄ ← (1 − τ) Q̄ + τ Q.
+
+Where it departs from the reference (`eor.ref.RAVLRef`, CORL's EDAC as RAVL adapted it) for speed,
+with the same result up to rounding:
+
+* the actor step differentiates the critics with respect to the action only (detached critic
+  weights): the reference also computes the critic weights' gradients there and throws them away;
+* the critic loss and its gradients come from `eor.ops.critic_loss` (closed form, one forward
+  shared by the TD and diversity terms) instead of autograd double backward over an input
+  repeated per critic;
+* the target uses `eor.ops.ensemble_mlp(..., reduce="min")` without autograd;
+* logging-only work (q_random_std needs a whole extra critic forward; the reference runs it every
+  update) runs only on updates with `log=True`;
+* Polyak averaging is one `torch._foreach_lerp_` over all target tensors, Adam is fused;
+* losses are read back to the host at most once per update (see `update`).
+
+All random draws (ε of the three policy samples, the uniform actions of q_random_std) come from
+the learner's own `torch.Generator`, saved in `state_dict`, so a restored learner continues the
+same stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from eor import ops
+from eor.agent.networks import Actor, VectorizedCritic
+
+LOGGED_KEYS: tuple[str, ...] = (
+    "alpha_loss",
+    "critic_loss",
+    "actor_loss",
+    "batch_entropy",
+    "alpha",
+    "q_policy_mean",
+    "q_policy_std",
+    "q_random_std",
+)
+"""Keys `update(..., log=True)` returns (SPEC 3's logged quantities)."""
+
+LOSS_KEYS: tuple[str, ...] = ("alpha_loss", "critic_loss", "actor_loss")
+BATCH_KEYS: tuple[str, ...] = ("obs", "act", "rew", "next_obs", "done")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss of a RAVL update was NaN or infinite.
+
+    The optimiser steps of that update have already run, so the learner's parameters are no
+    longer trustworthy: stop, and restart from the last checkpoint written before the error.
+    """
+
+
+@dataclass
+class RAVLConfig:
+    """Hyperparameters of the RAVL learner (SPEC 3 defaults)."""
+
+    # --- shapes ---
+    obs_dim: int
+    act_dim: int
+    hidden_dim: int = 256
+    num_critics: int = 10
+    # --- objective ---
+    gamma: float = 0.99
+    tau: float = 5e-3
+    eta: float = 1.0
+    """Weight of the EDAC diversity term; 0 disables it (and then one critic is allowed)."""
+    max_action: float = 1.0
+    target_entropy: float | None = None
+    """H̄ of the α loss; None means −act_dim."""
+    # --- optimisation (Adam) ---
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def entropy_target(self) -> float:
+        """The target entropy H̄ in use: `target_entropy`, or −act_dim when that is None."""
+        return -float(self.act_dim) if self.target_entropy is None else float(self.target_entropy)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field and the range it must be in."""
+        for name in ("obs_dim", "act_dim", "hidden_dim", "num_critics"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            return float(value)
+
+        if not 0.0 <= number("gamma") <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if not 0.0 < number("tau") <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
+        if number("eta") < 0.0:
+            raise ValueError(f"eta must be >= 0, got {self.eta!r}")
+        if self.eta > 0 and self.num_critics < 2:
+            raise ValueError(
+                f"num_critics must be >= 2 when eta > 0 (the diversity term compares pairs of "
+                f"critics), got num_critics={self.num_critics} with eta={self.eta}; "
+                "set eta=0 for a single critic"
+            )
+        if number("max_action") <= 0.0:
+            raise ValueError(f"max_action must be > 0, got {self.max_action!r}")
+        for name in ("actor_lr", "critic_lr", "alpha_lr"):
+            if number(name) <= 0.0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if self.target_entropy is not None:
+            number("target_entropy")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RAVLConfig:
+        """Inverse of `to_dict`; keys that are not RAVLConfig fields are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with the fused implementation where torch has one for these tensors (CPU and CUDA
+    in recent torch), else the multi-tensor one. Same maths as the reference's plain Adam."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class RAVL:
+    """The RAVL learner: actor, critic ensemble, target critics, log α and three Adam optimisers.
+
+    Args:
+        config: the hyperparameters.
+        device: where the networks live; batches are moved there.
+        dtype: parameter dtype (float32; float64 is used by the equivalence tests).
+        seed: seeds the initial weights and the learner's generator for all update-time draws.
+            None draws a seed from torch's global RNG (so `torch.manual_seed` still fixes it).
+    """
+
+    def __init__(
+        self,
+        config: RAVLConfig,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        # Weights are drawn on the CPU so that the same seed gives the same net on every device.
+        init_gen = torch.Generator().manual_seed(int(seed))
+        c = config
+        self.actor = Actor(c.obs_dim, c.act_dim, c.hidden_dim, c.max_action, generator=init_gen)
+        self.critic = VectorizedCritic(
+            c.obs_dim, c.act_dim, c.hidden_dim, c.num_critics, generator=init_gen
+        )
+        self.actor.to(self.device, dtype)
+        self.critic.to(self.device, dtype)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.zeros((), device=self.device, dtype=dtype, requires_grad=True)
+        self.alpha = self.log_alpha.detach().exp()
+
+        self.actor_optim = _adam(self.actor.parameters(), c.actor_lr)
+        self.critic_optim = _adam(self.critic.parameters(), c.critic_lr)
+        self.alpha_optim = _adam([self.log_alpha], c.alpha_lr)
+
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=init_gen).item()))
+        self.num_updates = 0
+        self._target_params = list(self.target_critic.parameters())
+        self._online_params = list(self.critic.parameters())
+        # Device-side record of a non-finite loss since the last host check (update(check_finite=False)).
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._unchecked_since = 0
+
+    # ------------------------------------------------------------------------------- properties
+    @property
+    def gamma(self) -> float:
+        return self.config.gamma
+
+    @property
+    def eta(self) -> float:
+        return self.config.eta
+
+    @property
+    def target_entropy(self) -> float:
+        return self.config.entropy_target
+
+    # ------------------------------------------------------------------------------- losses
+    def _alpha_loss(self, obs: Tensor) -> Tensor:
+        """L_α = −mean(log α · (log π(a|s) + H̄)), a ~ π, the actor held fixed. Scalar."""
+        with torch.no_grad():
+            _, log_prob = self.actor(obs, generator=self.generator)
+        assert log_prob is not None
+        return -(self.log_alpha * (log_prob + self.target_entropy)).mean()
+
+    def _actor_loss(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """L_π = mean(α · log π(ã|s) − minᵢ Qᵢ(s, ã)), ã ~ π, with the current α.
+
+        Returns (loss, log π(ã|s) `[B]` detached, Q(s, ã) `[N, B]` detached). Gradients flow to
+        the actor only: the critics enter with detached weights.
+        """
+        action, log_prob = self.actor(obs, generator=self.generator)  # [B, A], [B]
+        assert log_prob is not None
+        q = self.critic(obs, action, detach_params=True)  # [N, B]
+        loss = (self.alpha * log_prob - q.min(dim=0).values).mean()
+        return loss, log_prob.detach(), q.detach()
+
+    @torch.no_grad()
+    def _critic_target(self, rew: Tensor, next_obs: Tensor, done: Tensor) -> Tensor:
+        """y = r + γ (1 − d) (minᵢ Q̄ᵢ(s′, a′) − α log π(a′|s′)), a′ ~ π. Shapes `[B]`."""
+        next_action, next_log_prob = self.actor(next_obs, generator=self.generator)
+        assert next_log_prob is not None
+        q_next = self.target_critic.q_values(next_obs, next_action, reduce="min")  # [B]
+        return rew + self.gamma * (1.0 - done) * (q_next - self.alpha * next_log_prob)
+
+    def _critic_loss(
+        self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, done: Tensor
+    ) -> ops.CriticLoss:
+        """L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div, differentiable wrt the critics."""
+        target = self._critic_target(rew, next_obs, done)  # [B]
+        weights, biases = self.critic.params()
+        return ops.critic_loss(obs, act, target, weights, biases, self.eta)
+
+    @torch.no_grad()
+    def _polyak(self) -> None:
+        """Q̄ ← Q̄ + τ (Q − Q̄), all target tensors in one multi-tensor op."""
+        torch._foreach_lerp_(self._target_params, self._online_params, self.config.tau)
+
+    # ------------------------------------------------------------------------------- update
+    def update(
+        self,
+        batch: Mapping[str, Any] | Sequence[Any],
+        *,
+        log: bool = False,
+        check_finite: bool = True,
+    ) -> dict[str, float]:
+        """One RAVL update (module docstring) on a batch of B transitions.
+
+        batch: a mapping with obs `[B, S]`, act `[B, A]`, rew `[B]`, next_obs `[B, S]`, done `[B]`
+            (numpy arrays, as `eor.ReplayBuffer.sample` returns, or tensors), or those five in
+            that order.
+        log: also compute and return every key of `LOGGED_KEYS`; this costs an extra critic
+            forward (q_random_std) and is meant for every `log_every`-th update only.
+        check_finite: read the three losses back to the host (one sync) and raise
+            `NonFiniteLossError` if any is NaN or infinite; returns them as floats. With False
+            (and log=False) nothing leaves the device and {} is returned; a non-finite loss is
+            then remembered on the device and raised by the next checked update or by
+            `raise_if_nonfinite()`. On CPU the check costs nothing; on a GPU it drains the
+            launch queue once per update.
+
+        Returns: {} or the losses (alpha_loss, critic_loss, actor_loss) or, with log=True, every
+        key of LOGGED_KEYS, as Python floats. critic_loss includes η · L_div, as the reference's.
+        """
+        obs, act, rew, next_obs, done = self._batch_tensors(batch)
+
+        # 1. α, from a fresh policy sample and without actor gradients.
+        alpha_loss = self._alpha_loss(obs)
+        self.alpha_optim.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optim.step()
+        self.alpha = self.log_alpha.detach().exp()
+
+        # 2. actor, with the new α and the critics before their step.
+        actor_loss, log_prob, q_policy = self._actor_loss(obs)
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optim.step()
+
+        # 3. critics, target from the updated actor.
+        critic = self._critic_loss(obs, act, rew, next_obs, done)
+        self.critic_optim.zero_grad(set_to_none=True)
+        critic.loss.backward()
+        self.critic_optim.step()
+
+        # 4. targets.
+        self._polyak()
+        self.num_updates += 1
+
+        losses = torch.stack([alpha_loss.detach(), critic.loss.detach(), actor_loss.detach()])
+        if not (log or check_finite):
+            self._nonfinite |= ~torch.isfinite(losses).all()
+            self._unchecked_since += 1
+            return {}
+        if log:
+            values = torch.cat([losses, self._log_stats(obs, act, log_prob, q_policy)])
+            keys: tuple[str, ...] = LOGGED_KEYS
+        else:
+            values, keys = losses, LOSS_KEYS
+        host = values.tolist()  # the one device -> host transfer of this update
+        out = dict(zip(keys, host))
+        self._raise_if_bad([out[k] for k in LOSS_KEYS], out)
+        return out
+
+    @torch.no_grad()
+    def _log_stats(self, obs: Tensor, act: Tensor, log_prob: Tensor, q_policy: Tensor) -> Tensor:
+        """batch_entropy, alpha, q_policy_mean, q_policy_std, q_random_std as one tensor `[5]`.
+
+        Stds are over the ensemble (unbiased, as torch.std in the reference) then averaged over
+        the batch; with one critic they are 0 (the reference would give NaN).
+        q_random_std uses the critics after this update's step, at a ~ U[−max_action, max_action].
+        """
+        max_action = self.config.max_action
+        random_act = -max_action + 2 * max_action * torch.rand(
+            act.shape, generator=self.generator, device=act.device, dtype=act.dtype
+        )
+        q_random = self.critic.q_values(obs, random_act)  # [N, B]
+        if self.config.num_critics > 1:
+            q_policy_std = q_policy.std(dim=0).mean()
+            q_random_std = q_random.std(dim=0).mean()
+        else:
+            q_policy_std = q_random_std = q_policy.new_zeros(())
+        return torch.stack(
+            [
+                -log_prob.mean(),
+                self.alpha.reshape(()),
+                q_policy.mean(),
+                q_policy_std,
+                q_random_std,
+            ]
+        )
+
+    def _raise_if_bad(self, losses: Sequence[float], out: Mapping[str, float]) -> None:
+        pending = self._unchecked_since
+        flagged = pending > 0 and bool(self._nonfinite.item())
+        self._nonfinite.zero_()
+        self._unchecked_since = 0
+        if all(math.isfinite(v) for v in losses) and not flagged:
+            return
+        if flagged:
+            where = f"in one of updates {self.num_updates - pending}..{self.num_updates}"
+        else:
+            where = f"at update {self.num_updates}"
+        detail = ", ".join(f"{k}={out[k]!r}" for k in LOSS_KEYS if k in out)
+        raise NonFiniteLossError(
+            f"non-finite RAVL loss {where} ({detail}); the parameters are no longer valid: "
+            "check the batch (NaN/inf in obs, act, rew, next_obs or done?) and restart from "
+            "the last good checkpoint"
+        )
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise NonFiniteLossError if an unchecked update (check_finite=False) had a
+        non-finite loss. One host sync."""
+        if self._unchecked_since:
+            self._raise_if_bad([0.0], {})
+
+    def _batch_tensors(self, batch: Mapping[str, Any] | Sequence[Any]) -> list[Tensor]:
+        if isinstance(batch, Mapping):
+            missing = [k for k in BATCH_KEYS if k not in batch]
+            if missing:
+                raise ValueError(f"batch is missing {missing}; expected keys {list(BATCH_KEYS)}")
+            items = [batch[k] for k in BATCH_KEYS]
+        else:
+            items = list(batch)
+            if len(items) != len(BATCH_KEYS):
+                raise ValueError(
+                    f"batch must hold {len(BATCH_KEYS)} arrays {list(BATCH_KEYS)}, got {len(items)}"
+                )
+        out = [
+            torch.as_tensor(x).to(device=self.device, dtype=self.dtype, non_blocking=True)
+            for x in items
+        ]
+        obs, act, rew, next_obs, done = out
+        b = obs.shape[0] if obs.dim() == 2 else -1
+        c = self.config
+        expected = {
+            "obs": (b, c.obs_dim),
+            "act": (b, c.act_dim),
+            "rew": (b,),
+            "next_obs": (b, c.obs_dim),
+            "done": (b,),
+        }
+        for i, key in enumerate(BATCH_KEYS):
+            t = out[i]
+            if key in ("rew", "done") and t.dim() == 2 and t.shape[1] == 1:
+                out[i] = t = t.reshape(-1)  # [B, 1] -> [B]
+            if b < 1 or tuple(t.shape) != expected[key]:
+                shape = "[B, {}]".format(expected[key][1]) if len(expected[key]) == 2 else "[B]"
+                raise ValueError(
+                    f"batch[{key!r}] must have shape {shape} with the same B >= 1 for all "
+                    f"entries, got {tuple(t.shape)} (obs {tuple(obs.shape)})"
+                )
+        return out
+
+    # ------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: config, actor, critics, targets, log α, the three
+        optimisers, the update-time generator and the update counter."""
+        return {
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "alpha_optim": self.alpha_optim.state_dict(),
+            "generator": self.generator.get_state(),
+            "generator_device": self.device.type,
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict()` output (of a learner with the same shapes)."""
+        saved = RAVLConfig.from_dict(state["config"])
+        for name in ("obs_dim", "act_dim", "hidden_dim", "num_critics"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"state_dict was saved with {name}={getattr(saved, name)}, "
+                    f"this learner has {name}={getattr(self.config, name)}"
+                )
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        with torch.no_grad():
+            self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
+        self.alpha = self.log_alpha.detach().exp()
+        self.actor_optim.load_state_dict(state["actor_optim"])
+        self.critic_optim.load_state_dict(state["critic_optim"])
+        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        gen_state = torch.as_tensor(state["generator"]).cpu()
+        if state.get("generator_device", self.device.type) == self.device.type:
+            self.generator.set_state(gen_state)
+        else:  # a CPU generator's state cannot seed a CUDA one: derive a seed from it instead
+            src = torch.Generator().manual_seed(0)
+            if state.get("generator_device") == "cpu":
+                src.set_state(gen_state)
+            self.generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=src).item()))
+        self.num_updates = int(state.get("num_updates", 0))
+
+
+def actor_from_state(state: Mapping[str, Any], config: RAVLConfig | Mapping[str, Any] | None = None) -> Actor:
+    """Rebuild the actor (in eval mode, on the CPU) from `RAVL.state_dict()` output.
+
+    state: a learner state dict, or a checkpoint dict holding one under "learner".
+    config: the RAVLConfig (or its dict); default: the one stored in the state dict.
+    """
+    if "actor" not in state and "learner" in state:
+        state = state["learner"]
+    if "actor" not in state:
+        raise ValueError(
+            f"not a RAVL learner state: expected an 'actor' (or 'learner') entry, "
+            f"found keys {sorted(state)}"
+        )
+    if config is None:
+        config = state.get("config")
+        if config is None:
+            raise ValueError("the state dict holds no 'config'; pass config=RAVLConfig(...)")
+    if not isinstance(config, RAVLConfig):
+        config = RAVLConfig.from_dict(config)
+    actor = Actor(config.obs_dim, config.act_dim, config.hidden_dim, config.max_action)
+    actor_state = {k: torch.as_tensor(v).cpu() for k, v in state["actor"].items()}
+    dtype = next(iter(actor_state.values())).dtype
+    actor.to(dtype).load_state_dict(actor_state)
+    return actor.eval()
