@@ -1,9 +1,9 @@
 """RAVL agent (SPEC 3): networks, the learner and loading a trained actor.
 
-    learner = RAVL(RAVLConfig(obs_dim=17, act_dim=6), device="cuda", seed=0)
-    metrics = learner.update(batch, log=True)
-    actor = load_actor("runs/my-run")          # or a checkpoint file
-    action = actor.act(obs, deterministic=True)
+learner = RAVL(RAVLConfig(obs_dim=17, act_dim=6), device="cuda", seed=0)
+metrics = learner.update(batch, log=True)
+actor = load_actor("runs/my-run")          # or a checkpoint file
+action = actor.act(obs, deterministic=True)
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ class Actor(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """SPEC 3 init: trunk weights as nn.Linear (kaiming-uniform a=√5, bound 1/√fan_in),
         trunk biases 0.1, head weights and biases U(±1e-3)."""
-        for layer in self.trunk[::2]:
-            assert isinstance(layer, nn.Linear)
+        for layer in self.trunk:
+            if not isinstance(layer, nn.Linear):
+                continue
             nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
             nn.init.constant_(layer.bias, 0.1)
         for head in (self.mu, self.log_sigma):
@@ -146,7 +147,8 @@ class VectorizedCritic(nn.Module):
         self.num_critics = num_critics
         dims = [obs_dim + act_dim] + [hidden_dim] * num_hidden + [1]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(num_critics, i, o)) for i, o in zip(dims[:-1], dims[1:])
+            nn.Parameter(torch.empty(num_critics, i, o))
+            for i, o in zip(dims[:-1], dims[1:], strict=True)
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(num_critics, o)) for o in dims[1:])
         self.reset_parameters(generator)
@@ -182,7 +184,7 @@ class VectorizedCritic(nn.Module):
         ws, bs = self.params(detach=detach_params)
         h = torch.cat([obs, act], dim=-1)  # [B, S+A], shared by all critics
         last = len(ws) - 1
-        for layer, (w, b) in enumerate(zip(ws, bs)):
+        for layer, (w, b) in enumerate(zip(ws, bs, strict=True)):
             h = ops.ensemble_linear(h, w, b, "none" if layer == last else "relu")  # [N, B, O]
         return h.squeeze(-1)  # [N, B]
 

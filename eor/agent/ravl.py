@@ -198,8 +198,8 @@ class RAVL:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=init_gen).item()))
         self.num_updates = 0
-        self._target_params = list(self.target_critic.parameters())
-        self._online_params = list(self.critic.parameters())
+        self._target_params: list[Tensor] = list(self.target_critic.parameters())
+        self._online_params: list[Tensor] = list(self.critic.parameters())
         # Device-side record of a non-finite loss since the last host check (update(check_finite=False)).
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self._unchecked_since = 0
@@ -319,7 +319,7 @@ class RAVL:
         else:
             values, keys = losses, LOSS_KEYS
         host = values.tolist()  # the one device -> host transfer of this update
-        out = dict(zip(keys, host))
+        out = dict(zip(keys, host, strict=True))
         self._raise_if_bad([out[k] for k in LOSS_KEYS], out)
         return out
 
@@ -406,7 +406,7 @@ class RAVL:
             if key in ("rew", "done") and t.dim() == 2 and t.shape[1] == 1:
                 out[i] = t = t.reshape(-1)  # [B, 1] -> [B]
             if b < 1 or tuple(t.shape) != expected[key]:
-                shape = "[B, {}]".format(expected[key][1]) if len(expected[key]) == 2 else "[B]"
+                shape = f"[B, {expected[key][1]}]" if len(expected[key]) == 2 else "[B]"
                 raise ValueError(
                     f"batch[{key!r}] must have shape {shape} with the same B >= 1 for all "
                     f"entries, got {tuple(t.shape)} (obs {tuple(obs.shape)})"
@@ -460,7 +460,9 @@ class RAVL:
         self.num_updates = int(state.get("num_updates", 0))
 
 
-def actor_from_state(state: Mapping[str, Any], config: RAVLConfig | Mapping[str, Any] | None = None) -> Actor:
+def actor_from_state(
+    state: Mapping[str, Any], config: RAVLConfig | Mapping[str, Any] | None = None
+) -> Actor:
     """Rebuild the actor (in eval mode, on the CPU) from `RAVL.state_dict()` output.
 
     state: a learner state dict, or a checkpoint dict holding one under "learner".
