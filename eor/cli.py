@@ -15,6 +15,8 @@ from eor import __version__
 # name -> "module:attribute" of a click command. One line per command.
 _COMMANDS: dict[str, str] = {
     "info": "eor.cli:info",
+    "plot": "eor.results.cli:plot",
+    "report": "eor.results.cli:report",
 }
 
 

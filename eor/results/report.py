@@ -1,0 +1,204 @@
+"""`eor report`: one row per (dataset, config), scores as mean ± std over seeds.
+
+Per run: the *last* score is the last evaluation's normalised score_mean, the *best* score is
+the largest score_mean over the run's evaluations (summary.json's values when it exists, the
+metrics' otherwise). Per group, both are averaged over the runs (seeds) that have been evaluated,
+with the **population** standard deviation (ddof = 0: sqrt(mean((x - mean)^2)), 0 for one seed),
+the convention of numpy's default and of most offline-RL tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eor.results.runs import Group, differing_fields, group_label
+
+# Degrees of freedom of the standard deviation over seeds (0 = population std).
+STD_DDOF = 0
+STD_NAME = "population std (ddof=0)"
+SCORE_NOTE = (
+    "Scores: D4RL normalised score, 100 * (return - random) / (expert - random); "
+    f"mean ± {STD_NAME} over seeds."
+)
+FORMATS = ("markdown", "csv", "json")
+
+
+@dataclass
+class GroupStats:
+    """The report's numbers for one group of runs (one config, several seeds)."""
+
+    dataset: str
+    label: str  # the config fields that differ between the reported groups, "" if none
+    config: dict[str, Any]
+    seeds: list[Any]
+    n_runs: int
+    n_finished: int  # runs with summary.json
+    n_scored: int  # runs with at least one evaluation (the n of the score statistics)
+    last_score_mean: float | None
+    last_score_std: float | None
+    best_score_mean: float | None
+    best_score_std: float | None
+    updates_mean: float
+    wall_time_s_mean: float | None
+    run_dirs: list[str]
+
+
+def mean_std(values: Sequence[float], ddof: int = STD_DDOF) -> tuple[float | None, float | None]:
+    """(mean, std) of `values` with the given ddof; (None, None) when too few values."""
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = math.fsum(values) / n
+    if n - ddof <= 0:
+        return mean, None
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - ddof)
+    return mean, math.sqrt(var)
+
+
+def summarise(groups: Sequence[Group]) -> list[GroupStats]:
+    """The statistics of each group, in the groups' order."""
+    fields = differing_fields(groups)
+    out = []
+    for g in groups:
+        last = [s for s in (r.last_score for r in g.runs) if s is not None]
+        best = [s for s in (r.best_score for r in g.runs) if s is not None]
+        walls = [w for w in (r.wall_time_s for r in g.runs) if w is not None]
+        last_mean, last_std = mean_std(last)
+        best_mean, best_std = mean_std(best)
+        out.append(
+            GroupStats(
+                dataset=g.dataset,
+                label=group_label(g, fields, with_dataset=False),
+                config=g.config,
+                seeds=g.seeds,
+                n_runs=len(g.runs),
+                n_finished=sum(r.finished for r in g.runs),
+                n_scored=len(last),
+                last_score_mean=last_mean,
+                last_score_std=last_std,
+                best_score_mean=best_mean,
+                best_score_std=best_std,
+                updates_mean=math.fsum(r.total_updates for r in g.runs) / len(g.runs),
+                wall_time_s_mean=math.fsum(walls) / len(walls) if walls else None,
+                run_dirs=[str(r.path) for r in g.runs],
+            )
+        )
+    return out
+
+
+def _fmt_score(mean: float | None, std: float | None, n: int, n_runs: int) -> str:
+    if mean is None:
+        return "—"
+    s = f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
+    return s if n == n_runs else f"{s} (n={n})"
+
+
+def _fmt_updates(u: float) -> str:
+    return f"{u:,.0f}" if float(u).is_integer() else f"{u:,.1f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """3725.0 -> "1h 02m 05s", 95 -> "1m 35s", 4.2 -> "4.2s"."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
+
+
+def to_markdown(stats: Sequence[GroupStats]) -> str:
+    """A markdown table with a one-line note on the score and the std convention."""
+    header = ["dataset", "config", "seeds", "last score", "best score", "updates", "wall time"]
+    rows = []
+    for s in stats:
+        seeds = str(s.n_runs)
+        if s.n_finished < s.n_runs:
+            seeds += f" ({s.n_runs - s.n_finished} unfinished)"
+        rows.append(
+            [
+                s.dataset,
+                s.label or "—",
+                seeds,
+                _fmt_score(s.last_score_mean, s.last_score_std, s.n_scored, s.n_runs),
+                _fmt_score(s.best_score_mean, s.best_score_std, s.n_scored, s.n_runs),
+                _fmt_updates(s.updates_mean),
+                format_duration(s.wall_time_s_mean),
+            ]
+        )
+    lines = [SCORE_NOTE, ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = [
+    "dataset",
+    "config",
+    "n_seeds",
+    "seeds",
+    "n_finished",
+    "n_scored",
+    "last_score_mean",
+    "last_score_std_ddof0",
+    "best_score_mean",
+    "best_score_std_ddof0",
+    "updates_mean",
+    "wall_time_s_mean",
+]
+
+
+def to_csv(stats: Sequence[GroupStats]) -> str:
+    """CSV, one row per group. The std columns are named for their convention (ddof=0)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for s in stats:
+        w.writerow(
+            [
+                s.dataset,
+                s.label,
+                s.n_runs,
+                " ".join(str(x) for x in s.seeds),
+                s.n_finished,
+                s.n_scored,
+                *("" if v is None else repr(float(v)) for v in _score_values(s)),
+                repr(float(s.updates_mean)),
+                "" if s.wall_time_s_mean is None else repr(float(s.wall_time_s_mean)),
+            ]
+        )
+    return buf.getvalue()
+
+
+def _score_values(s: GroupStats) -> list[float | None]:
+    return [s.last_score_mean, s.last_score_std, s.best_score_mean, s.best_score_std]
+
+
+def to_json(stats: Sequence[GroupStats]) -> str:
+    """JSON: {"score": ..., "std": ..., "groups": [GroupStats as an object, ...]}."""
+    doc = {
+        "score": "D4RL normalised score, 100 * (return - random) / (expert - random)",
+        "std": STD_NAME,
+        "groups": [asdict(s) for s in stats],
+    }
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def render(stats: Sequence[GroupStats], fmt: str) -> str:
+    """The report in `fmt` (one of FORMATS)."""
+    if fmt == "markdown":
+        return to_markdown(stats)
+    if fmt == "csv":
+        return to_csv(stats)
+    if fmt == "json":
+        return to_json(stats)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
