@@ -72,7 +72,7 @@ def test_seeded_init_is_reproducible() -> None:
     a = _model(generator=torch.Generator().manual_seed(1))
     b = _model(generator=torch.Generator().manual_seed(1))
     c = _model(generator=torch.Generator().manual_seed(2))
-    assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
+    assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights, strict=True))
     assert not torch.equal(a.weights[0], c.weights[0])
 
 
@@ -166,7 +166,7 @@ def test_weight_decay_groups(mult: float) -> None:
     # every parameter is in exactly one group
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters())) == len(decay_of)
     expected = [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]
-    for w, d in zip(model.weights, expected):
+    for w, d in zip(model.weights, expected, strict=True):
         assert decay_of[id(w)] == pytest.approx(d * mult, rel=1e-12)
     for p in [*model.biases, model.max_logvar, model.min_logvar]:
         assert decay_of[id(p)] == 0.0
@@ -188,10 +188,10 @@ def test_weight_decay_is_coupled_l2() -> None:
         a.loss(*a(x), y).backward()
         opt_a.step()
         opt_b.zero_grad()
-        l2 = sum(0.5 * d * w.pow(2).sum() for w, d in zip(b.weights, decays))
+        l2 = sum(0.5 * d * w.pow(2).sum() for w, d in zip(b.weights, decays, strict=True))
         (b.loss(*b(x), y) + l2).backward()
         opt_b.step()
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         _close(pa.detach(), pb.detach(), 1e-12, 1e-9)
     # and the decay did something: without it the weights differ
     assert decays[0] > 0
@@ -206,7 +206,10 @@ def test_bad_l2_multiplier() -> None:
 
 
 def test_normalizer_statistics_clip_and_constant_columns() -> None:
-    x = torch.randn(1000, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.5, 1.0]).double() + 2.0
+    x = (
+        torch.randn(1000, 4, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.5, 1.0]).double()
+        + 2.0
+    )
     x[:, 3] = 7.0  # a constant column: std 0 -> 1
     norm = Normalizer(4).double().fit(x)
     _close(norm.mean, x.mean(0), 1e-12, 1e-12)
@@ -316,7 +319,9 @@ def test_step_applies_termination_function() -> None:
         return next_obs[:, 0] > 0
 
     model._termination_fn = fn
-    next_obs, _, done = model.step(torch.randn(50, S), torch.randn(50, A), torch.Generator().manual_seed(0))
+    next_obs, _, done = model.step(
+        torch.randn(50, S), torch.randn(50, A), torch.Generator().manual_seed(0)
+    )
     assert len(calls) == 1 and torch.equal(calls[0], next_obs)
     assert torch.equal(done, next_obs[:, 0] > 0)
 
@@ -328,7 +333,9 @@ def test_step_uses_env_termination_from_registry() -> None:
     model = DynamicsEnsemble(spec.obs_dim, spec.act_dim, hidden_dim=8, env_name="hopper")
     obs = torch.zeros(64, spec.obs_dim)
     obs[:, 0] = torch.linspace(0.0, 2.0, 64)  # heights on both sides of 0.7
-    next_obs, _, done = model.step(obs, torch.zeros(64, spec.act_dim), torch.Generator().manual_seed(0))
+    next_obs, _, done = model.step(
+        obs, torch.zeros(64, spec.act_dim), torch.Generator().manual_seed(0)
+    )
     assert torch.equal(done, spec.termination_fn(next_obs))
     assert done.any() and not done.all()
 
@@ -341,7 +348,9 @@ def test_step_uses_env_termination_from_registry() -> None:
         ((4, S), (4, A), torch.float64, "must be torch.float32"),
     ],
 )
-def test_step_bad_inputs(obs_shape: tuple, act_shape: tuple, dtype: torch.dtype, match: str) -> None:
+def test_step_bad_inputs(
+    obs_shape: tuple, act_shape: tuple, dtype: torch.dtype, match: str
+) -> None:
     model = _model()
     with pytest.raises(ValueError, match=match):
         model.step(torch.zeros(obs_shape, dtype=dtype), torch.zeros(act_shape, dtype=dtype), None)

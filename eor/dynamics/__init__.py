@@ -1,7 +1,7 @@
 """Probabilistic dynamics ensemble (SPEC section 2) and `eor train-model`.
 
-    model = eor.dynamics.load(model_dir, env="halfcheetah", device="cpu")
-    next_obs, reward, done = model.step(obs, act, generator)
+model = eor.dynamics.load(model_dir, env="halfcheetah", device="cpu")
+next_obs, reward, done = model.step(obs, act, generator)
 """
 
 from __future__ import annotations

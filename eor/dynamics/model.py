@@ -55,9 +55,7 @@ def gaussian_nll_loss(
     """
     per_member = (logvar + (target - mean).pow(2) * torch.exp(-logvar)).mean(dim=(1, 2))  # [E]
     return (
-        per_member.sum()
-        + LOGVAR_LOSS_COEF * max_logvar.sum()
-        - LOGVAR_LOSS_COEF * min_logvar.sum()
+        per_member.sum() + LOGVAR_LOSS_COEF * max_logvar.sum() - LOGVAR_LOSS_COEF * min_logvar.sum()
     )
 
 
@@ -145,7 +143,7 @@ class DynamicsEnsemble(nn.Module):
         sizes = [obs_dim + act_dim] + [hidden_dim] * num_hidden + [2 * self.out_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
             w = torch.empty(num_members, fan_in, fan_out)
             if generator is None:
                 truncated_normal_(w, fan_in)
@@ -198,7 +196,7 @@ class DynamicsEnsemble(nn.Module):
         decays = [_hidden_decay(i) for i in range(self.num_hidden)] + [HEAD_WEIGHT_DECAY]
         groups: list[dict] = [
             {"params": [w], "weight_decay": d * l2_reg_multiplier, "name": f"weight{i}"}
-            for i, (w, d) in enumerate(zip(self.weights, decays))
+            for i, (w, d) in enumerate(zip(self.weights, decays, strict=True))
         ]
         groups.append(
             {
@@ -217,7 +215,7 @@ class DynamicsEnsemble(nn.Module):
         """
         h = x_norm
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = ops.ensemble_linear(h, w, b, "none" if i == last else "silu")
         mean, raw = h[..., : self.out_dim], h[..., self.out_dim :]  # [E, B, D] each
         return mean, bound_logvar(raw, self.max_logvar, self.min_logvar)
@@ -256,7 +254,9 @@ class DynamicsEnsemble(nn.Module):
         )
 
     @torch.no_grad()
-    def predict(self, obs: Tensor, act: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def predict(
+        self, obs: Tensor, act: Tensor, members: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(mean, logvar) of `[Δobs, reward]` for raw obs `[B, S]` and act `[B, A]`."""
         return self.predict_normalized(self.normalizer(torch.cat([obs, act], dim=-1)), members)
 
@@ -274,9 +274,7 @@ class DynamicsEnsemble(nn.Module):
         """
         self._check_step_inputs(obs, act)
         n = obs.shape[0]
-        slots = torch.randint(
-            self.num_elites, (n,), generator=generator, device=self.device
-        )  # [B]
+        slots = torch.randint(self.num_elites, (n,), generator=generator, device=self.device)  # [B]
         members = self.elites[slots]  # [B]
         mean, logvar = self.predict(obs, act, members)  # [B, D] each
         noise = torch.randn(mean.shape, generator=generator, device=self.device, dtype=mean.dtype)
