@@ -1,0 +1,122 @@
+"""Atomic checkpoints of a RAVL run and the RNG-state helpers they need.
+
+A full checkpoint (`RUN/checkpoints/latest.pt`) is one `torch.save` file holding the whole state
+of the training loop, so that `--resume` continues bit-identically:
+
+    format, eor_version, config            the TrainAgentConfig as a dict
+    learner                                RAVL.state_dict(): actor, critics, targets, log alpha,
+                                           the three optimisers
+    counters                               epochs_done, epoch_updates, rollout_done, total_updates,
+                                           elapsed_s, metrics_offset, best/last score and return
+    rng                                    torch (CPU and CUDA), numpy, python, the rollout
+                                           generator, the real buffer's sampler
+    model_buffer                           the FIFO model buffer: its `save` file as bytes, plus
+                                           its sampler state
+
+The buffer travels inside the one file (not beside it) so that a checkpoint is replaced by a
+single `os.replace`: a crash at any moment leaves either the old or the new checkpoint, never a
+mix. `epoch_XXXX.pt` snapshots (`--save_every`) hold the config, counters and learner only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import eor
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temp file in the same directory, fsync, then os.replace onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by eor (a run directory, its checkpoints/ dir or a .pt file)."""
+    path = resolve_checkpoint(path)
+    try:
+        # Our own file, with numpy/python RNG states and bytes inside: not weights-only.
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an eor agent checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """RUN_DIR -> RUN_DIR/checkpoints/latest.pt; checkpoints dir -> latest.pt; a file -> itself."""
+    p = Path(path)
+    if p.is_dir():
+        for candidate in (p / "checkpoints" / "latest.pt", p / "latest.pt"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"no checkpoint in {p}: expected {p / 'checkpoints' / 'latest.pt'} "
+            "(was the run started, and did it finish at least one epoch?)"
+        )
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return p
+
+
+# ----------------------------------------------------------------------------- RNG states
+def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every RNG the training loop draws from (the buffers' samplers are saved separately)."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global stream other code may use
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Inverse of `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+
+
+# ----------------------------------------------------------------------------- buffers
+def buffer_to_bytes(buffer: Any) -> bytes:
+    """The contents of an `eor.ReplayBuffer`, through its own `save` file format."""
+    with tempfile.TemporaryDirectory(prefix="eor-buffer-") as tmp:
+        path = Path(tmp) / "buffer.bin"
+        buffer.save(str(path))
+        return path.read_bytes()
+
+
+def buffer_from_bytes(data: bytes) -> Any:
+    """Inverse of `buffer_to_bytes`: a new `eor.ReplayBuffer`."""
+    with tempfile.TemporaryDirectory(prefix="eor-buffer-") as tmp:
+        path = Path(tmp) / "buffer.bin"
+        path.write_bytes(data)
+        return eor.ReplayBuffer.load(str(path))
