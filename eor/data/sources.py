@@ -1,0 +1,68 @@
+"""Where datasets live: D4RL's cache, Minari's local store, eor's own store.
+
+D4RL cache   $D4RL_DATASET_DIR, else ~/.d4rl/datasets/   file {env}_{kind with _}-v2.hdf5
+Minari       local datasets of `minari` (optional extra), ids mujoco/{env}/{kind}-v0
+eor store    $EOR_DATA_DIR, else $XDG_CACHE_HOME/eor/datasets, else ~/.cache/eor/datasets
+             (same file names as D4RL; filled by `eor collect`)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from eor.envs import d4rl_file_name, parse_dataset_name
+
+
+def d4rl_dir() -> Path:
+    """D4RL's dataset cache folder."""
+    env = os.environ.get("D4RL_DATASET_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".d4rl" / "datasets"
+
+
+def eor_data_dir() -> Path:
+    """eor's own dataset store (written by `eor collect`)."""
+    env = os.environ.get("EOR_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "eor" / "datasets"
+
+
+def d4rl_path(name: str) -> Path:
+    """The D4RL cache file of a dataset name."""
+    return d4rl_dir() / d4rl_file_name(name)
+
+
+def eor_path(name: str) -> Path:
+    """The eor store file of a dataset name."""
+    return eor_data_dir() / d4rl_file_name(name)
+
+
+def minari_module() -> Any | None:
+    """`minari` when it is installed, else None (it is an optional extra)."""
+    try:
+        import minari
+    except ImportError:
+        return None
+    return minari
+
+
+def minari_id(name: str) -> str:
+    """Minari's id for a D4RL name: halfcheetah-medium-v2 -> mujoco/halfcheetah/medium-v0.
+
+    Minari re-recorded the MuJoCo datasets with gymnasium's v5 envs; only some kinds exist
+    (expert, medium, simple), so most names have no Minari counterpart.
+    """
+    env, kind = parse_dataset_name(name)
+    return f"mujoco/{env}/{kind}-v0"
+
+
+def minari_local_ids() -> list[str]:
+    """Ids of the locally downloaded Minari datasets ([] when minari is not installed)."""
+    minari = minari_module()
+    if minari is None:
+        return []
+    return sorted(minari.list_local_datasets())
