@@ -153,6 +153,35 @@ def test_resumed_run_replaces_repeated_records(tmp_path: Path) -> None:
     assert [r["score_mean"] for r in m["eval"]] == [1.0, 2.0, 3.0]
 
 
+def test_status_of_interrupted_and_unsummarised_runs(tmp_path: Path) -> None:
+    a = copy_run(ETA1_S0, tmp_path / "a")
+    summary = json.loads((a / "summary.json").read_text())
+    summary.update(status="interrupted", last_score=None, best_score=None)
+    (a / "summary.json").write_text(json.dumps(summary))
+    b = copy_run(ETA1_S1, tmp_path / "b")
+    runs = load_runs([a, b])
+    assert [(r.status, r.finished) for r in runs] == [
+        ("interrupted", False),
+        ("no summary", False),
+    ]
+    assert (runs[0].last_score, runs[0].best_score) == (20.0, 30.0)  # None in summary: metrics
+    assert load_run(ETA1_S0).status == "completed"
+    md = render(summarise(group_runs(runs)), "markdown")
+    assert "| 2 (1 interrupted, 1 no summary) |" in md
+
+
+def test_dataset_given_as_a_path_groups_by_name(tmp_path: Path) -> None:
+    dirs = []
+    for i, (src, path) in enumerate([(ETA1_S0, "/data/hc.hdf5"), (ETA1_S1, "/mnt/x/hc.hdf5")]):
+        d = copy_run(src, tmp_path / f"r{i}")
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["dataset"] = path
+        (d / "config.json").write_text(json.dumps(cfg))
+        dirs.append(d)
+    groups = group_runs(load_runs(dirs))
+    assert len(groups) == 1 and groups[0].config["dataset"] == "halfcheetah-random-v2"
+
+
 # --- bad inputs ---------------------------------------------------------------------------------
 
 
@@ -301,7 +330,7 @@ def test_report_markdown_default() -> None:
     assert cells[3] == [
         "halfcheetah-random-v2",
         "eta=1.0",
-        "2 (1 unfinished)",
+        "2 (1 no summary)",
         "25.0 ± 5.0",
         "40.0 ± 10.0",
         "600",

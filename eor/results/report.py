@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,7 +39,8 @@ class GroupStats:
     config: dict[str, Any]
     seeds: list[Any]
     n_runs: int
-    n_finished: int  # runs with summary.json
+    n_finished: int  # runs whose summary.json says "completed"
+    statuses: list[str]  # per run: "completed", "interrupted", "no summary", ... (see Run.status)
     n_scored: int  # runs with at least one evaluation (the n of the score statistics)
     last_score_mean: float | None
     last_score_std: float | None
@@ -79,6 +81,7 @@ def summarise(groups: Sequence[Group]) -> list[GroupStats]:
                 seeds=g.seeds,
                 n_runs=len(g.runs),
                 n_finished=sum(r.finished for r in g.runs),
+                statuses=[r.status for r in g.runs],
                 n_scored=len(last),
                 last_score_mean=last_mean,
                 last_score_std=last_std,
@@ -121,8 +124,9 @@ def to_markdown(stats: Sequence[GroupStats]) -> str:
     rows = []
     for s in stats:
         seeds = str(s.n_runs)
-        if s.n_finished < s.n_runs:
-            seeds += f" ({s.n_runs - s.n_finished} unfinished)"
+        if s.n_finished < s.n_runs:  # e.g. "3 (1 interrupted, 1 no summary)"
+            counts = Counter(st for st in s.statuses if st != "completed")
+            seeds += " (" + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())) + ")"
         rows.append(
             [
                 s.dataset,

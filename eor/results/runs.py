@@ -36,8 +36,9 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 # Config fields that do not define *which experiment* a run is: runs equal in everything else
-# are seeds of one configuration. Path-like fields (ending in _dir, _path, _file) are left out
-# too, since each seed usually has its own model directory and run directory.
+# are seeds of one configuration. Path-like fields (ending in _dir, _path, _file, or a "dataset"
+# given as a file path) are left out too, since each seed usually has its own model directory
+# and run directory, and the same file may sit at different paths.
 NON_GROUPING_FIELDS: frozenset[str] = frozenset(
     {
         "seed",
@@ -48,11 +49,16 @@ NON_GROUPING_FIELDS: frozenset[str] = frozenset(
         "wandb_project",
         "wandb_entity",
         "wandb_mode",
+        "resolved_device",
         "eor_version",
         "quiet",
         "save_every",
+        "log_every",
         "load_model_dir",
         "save_path",
+        # provenance of the data rather than its identity (dataset_name is kept)
+        "dataset_source",
+        "dataset_checksum",
     }
 )
 _PATH_SUFFIXES = ("_dir", "_path", "_file")
@@ -81,9 +87,20 @@ class Run:
     summary: dict[str, Any] | None = None
 
     @property
+    def status(self) -> str:
+        """summary.json's status ("completed", "interrupted", "failed_nonfinite", ...).
+
+        "completed" for a summary.json without a status field; "no summary" when there is no
+        summary.json (the run is going, or was killed before it could write one).
+        """
+        if self.summary is None:
+            return "no summary"
+        return str(self.summary.get("status") or "completed")
+
+    @property
     def finished(self) -> bool:
-        """True when the run wrote summary.json (it reached its end)."""
-        return self.summary is not None
+        """True when the run reached its end (summary.json with status "completed")."""
+        return self.status == "completed"
 
     @property
     def seed(self) -> Any:
@@ -91,7 +108,10 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        """The dataset's name: config "dataset" when it is a name, else the env/dataset name."""
+        """The dataset's name: config "dataset_name", or "dataset" when it is a name (not a
+        file path), or summary.json's "dataset", else the env/dataset name "env_name"."""
+        if isinstance(self.config.get("dataset_name"), str) and self.config["dataset_name"]:
+            return str(self.config["dataset_name"])
         ds = self.config.get("dataset")
         if isinstance(ds, str) and ds and not _looks_like_path(ds):
             return ds
@@ -109,8 +129,9 @@ class Run:
     @property
     def env_id(self) -> str | None:
         """The simulator id (e.g. "HalfCheetah-v4") when known."""
-        if self.summary and self.summary.get("env_id"):
-            return str(self.summary["env_id"])
+        for source in (self.summary or {}, self.config):
+            if source.get("env_id"):
+                return str(source["env_id"])
         try:  # eor.envs knows the gym id of every supported env; tolerate its absence
             from eor.envs import get_env
 
@@ -120,7 +141,10 @@ class Run:
 
     def group_config(self) -> dict[str, Any]:
         """The config fields that define the experiment (everything but seed, paths, device...)."""
-        return {k: v for k, v in self.config.items() if is_grouping_field(k)}
+        cfg = {k: v for k, v in self.config.items() if is_grouping_field(k)}
+        if isinstance(cfg.get("dataset"), str) and _looks_like_path(cfg["dataset"]):
+            cfg["dataset"] = self.dataset  # a file path: group by the dataset's name instead
+        return cfg
 
     def group_key(self) -> str:
         """A canonical string: equal for runs that differ only in seed (and paths, device...)."""
