@@ -88,7 +88,7 @@ class TrainAgentConfig:
         """FIFO model buffer size: rollouts_per_epoch * steps_k * buffer_retain_epochs."""
         return self.rollouts_per_epoch * self.steps_k * self.buffer_retain_epochs
 
-    def validate(self) -> None:
+    def validate(self, *, require_model_dir: bool = True) -> None:
         """Raise ValueError naming the first bad field and what was expected."""
 
         def positive_int(name: str) -> None:
@@ -138,7 +138,7 @@ class TrainAgentConfig:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not self.env_name:
             raise ValueError("env_name must be given, e.g. halfcheetah-medium-v2")
-        if not self.load_model_dir:
+        if require_model_dir and not self.load_model_dir:
             raise ValueError(
                 "load_model_dir must be given: a directory written by `eor train-model`"
             )
