@@ -261,7 +261,7 @@ class DynamicsEnsembleRef(torch.nn.Module):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         return sum(losses) / len(losses)
 
     @torch.no_grad()

@@ -1,0 +1,160 @@
+"""RAVL networks (SPEC 3): initialisation, the tanh-Gaussian log-probability, clipping, shapes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+from eor.agent import Actor, VectorizedCritic
+from eor.ref import ActorRef, VectorizedCriticRef, critic_q_ref
+
+
+def _uniform_std(bound: float) -> float:
+    return bound / math.sqrt(3.0)
+
+
+def test_actor_init_matches_spec() -> None:
+    actor = Actor(17, 6, 256, generator=torch.Generator().manual_seed(1))
+    linears = [m for m in actor.trunk if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    assert [layer.weight.shape for layer in linears] == [(256, 17), (256, 256), (256, 256)]
+    for layer in linears:
+        assert torch.all(layer.bias == 0.1)
+        bound = 1.0 / math.sqrt(layer.weight.shape[1])  # nn.Linear's kaiming-uniform(a=√5)
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.98 * bound
+        assert layer.weight.std().item() == pytest.approx(_uniform_std(bound), rel=0.05)
+    for head in (actor.mu, actor.log_sigma):
+        for p in (head.weight, head.bias):
+            assert p.abs().max() <= 1e-3
+        assert head.weight.std().item() == pytest.approx(_uniform_std(1e-3), rel=0.1)
+        assert head.bias.abs().max() > 0  # drawn, not zero
+
+
+def test_actor_state_dict_is_the_reference_layout() -> None:
+    actor = Actor(5, 3, 16)
+    ref = ActorRef(5, 3, 16)
+    assert set(actor.state_dict()) == set(ref.state_dict())
+    ref.load_state_dict(actor.state_dict())  # loads without renaming
+
+
+def test_critic_init_matches_spec() -> None:
+    n, s, a, h = 10, 17, 6, 256
+    critic = VectorizedCritic(s, a, h, n, generator=torch.Generator().manual_seed(2))
+    shapes = [tuple(w.shape) for w in critic.weights]
+    assert shapes == [(n, s + a, h), (n, h, h), (n, h, h), (n, h, 1)]
+    assert [tuple(b.shape) for b in critic.biases] == [(n, h), (n, h), (n, h), (n, 1)]
+    for layer in range(3):
+        w = critic.weights[layer].detach()
+        assert torch.all(critic.biases[layer] == 0.1)
+        # kaiming-uniform(a=√5) on each member's [I, O] slice: torch's fan_in is O (see the
+        # VectorizedCritic docstring), so the bound is 1/√O, as in the reference.
+        bound = 1.0 / math.sqrt(w.shape[2])
+        for member in range(n):
+            assert w[member].abs().max() <= bound
+            assert w[member].abs().max() > 0.95 * bound
+        assert w.std().item() == pytest.approx(_uniform_std(bound), rel=0.05)
+        assert not torch.equal(w[0], w[1])  # members are drawn independently
+    for p in (critic.weights[-1], critic.biases[-1]):
+        assert p.abs().max() <= 3e-3
+        assert p.abs().max() > 0.5 * 3e-3
+    assert critic.weights[-1].std().item() == pytest.approx(_uniform_std(3e-3), rel=0.15)
+
+
+def test_critic_init_has_reference_statistics() -> None:
+    """Same per-layer bounds as the reference's own init (a check of the fan quirk)."""
+    torch.manual_seed(3)
+    ref = VectorizedCriticRef(11, 4, 64, 5)
+    ours = VectorizedCritic(11, 4, 64, 5)
+    for layer in range(4):
+        ref_w = ref.critic[2 * layer].weight.detach()
+        our_w = ours.weights[layer].detach()
+        assert ref_w.shape == our_w.shape
+        assert our_w.abs().max() <= ref_w.abs().max() * 1.1 + 1e-12
+        assert our_w.std().item() == pytest.approx(ref_w.std().item(), rel=0.1)
+
+
+def test_critic_forward_matches_reference() -> None:
+    critic = VectorizedCritic(7, 3, 32, 4).double()
+    obs, act = torch.randn(9, 7, dtype=torch.float64), torch.rand(9, 3, dtype=torch.float64)
+    ws, bs = critic.params(detach=True)
+    expected = critic_q_ref(obs, act, ws, bs)  # [N, B]
+    torch.testing.assert_close(critic(obs, act), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(critic.q_values(obs, act), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        critic.q_values(obs, act, reduce="min"), expected.min(0).values, rtol=1e-12, atol=1e-12
+    )
+    ref = VectorizedCriticRef(7, 3, 32, 4).double()
+    ref.load_stacked(ws, bs)
+    torch.testing.assert_close(ref(obs, act), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_critic_detached_forward_gives_action_gradient_only() -> None:
+    critic = VectorizedCritic(5, 2, 16, 3)
+    obs = torch.randn(4, 5)
+    act = torch.rand(4, 2, requires_grad=True)
+    critic(obs, act, detach_params=True).sum().backward()
+    assert act.grad is not None and act.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())
+
+
+def _actor_pre_tanh(actor: Actor, obs: torch.Tensor, eps: torch.Tensor):
+    hidden = actor.trunk(obs)
+    mu = actor.mu(hidden)
+    log_sigma = actor.log_sigma(hidden).clamp(-5, 2)
+    return mu, log_sigma, mu + log_sigma.exp() * eps
+
+
+def test_log_prob_correction_by_hand_and_torch_distributions() -> None:
+    actor = Actor(6, 4, 32).double()
+    with torch.no_grad():  # spread μ and σ so that the correction matters
+        actor.mu.weight.normal_(0, 0.3)
+        actor.log_sigma.weight.normal_(0, 0.3)
+    obs = torch.randn(50, 6, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(7)
+    action, log_prob = actor(obs, need_log_prob=True, generator=gen)
+    eps = torch.randn(50, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    with torch.no_grad():
+        mu, log_sigma, u = _actor_pre_tanh(actor, obs, eps)
+        sigma = log_sigma.exp()
+        # by hand: log N(u; μ, σ) − log(1 − tanh(u)² + 1e-6), summed over the action dims
+        gauss = -((u - mu) ** 2) / (2 * sigma**2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+        hand = (gauss - torch.log(1 - torch.tanh(u) ** 2 + 1e-6)).sum(-1)
+        # torch.distributions' exact tanh density (no 1e-6): equal up to the 1e-6 term
+        dist = TransformedDistribution(Normal(mu, sigma), [TanhTransform()])
+        exact = dist.log_prob(torch.tanh(u)).sum(-1)
+    torch.testing.assert_close(action, torch.tanh(u), rtol=1e-12, atol=1e-12)
+    assert log_prob is not None
+    torch.testing.assert_close(log_prob, hand, rtol=1e-10, atol=1e-10)
+    # the +1e-6 moves each term by at most 1e-6 / (1 − tanh²); the tails of u are modest here
+    bound = (1e-6 / (1 - torch.tanh(u) ** 2)).sum(-1)
+    assert torch.all((log_prob - exact).abs() <= bound + 1e-9)
+    assert not torch.allclose(log_prob, gauss.sum(-1))  # the correction is applied
+
+
+def test_log_sigma_is_clipped_and_deterministic_is_tanh_mu() -> None:
+    actor = Actor(3, 2, 8, max_action=2.0).double()
+    obs = torch.randn(5, 3, dtype=torch.float64)
+    eps = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for bias, clipped in ((10.0, 2.0), (-10.0, -5.0)):
+        with torch.no_grad():
+            actor.log_sigma.bias.fill_(bias)
+        action, _ = actor(obs, generator=torch.Generator().manual_seed(1))
+        mu = actor.mu(actor.trunk(obs)).detach()
+        expected = torch.tanh(mu + math.exp(clipped) * eps) * 2.0
+        torch.testing.assert_close(action.detach(), expected, rtol=1e-10, atol=1e-12)
+    det = actor.act(obs, deterministic=True)
+    torch.testing.assert_close(det, torch.tanh(mu) * 2.0, rtol=1e-12, atol=1e-12)
+    assert det.abs().max() <= 2.0
+
+
+def test_act_shapes_and_errors() -> None:
+    actor = Actor(4, 2, 8)
+    assert actor.act(torch.randn(3, 4), deterministic=False).shape == (3, 2)
+    assert actor.act(torch.randn(4), deterministic=True).shape == (2,)
+    assert actor.act(torch.randn(3, 4, dtype=torch.float64), True).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"obs must have shape \[B, 4\]"):
+        actor.act(torch.randn(3, 5), deterministic=True)
