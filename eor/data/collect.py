@@ -47,17 +47,28 @@ Policy = Callable[[np.ndarray], np.ndarray]  # obs [K, S] float32 -> actions [K,
 MAX_EPISODE_STEPS = 1000
 
 
-def _checkpoint_policy(path: str | Path, device: str, deterministic: bool) -> Policy:
-    """A numpy policy over `eor.agent.load_actor(path, device).act`."""
+def _checkpoint_policy(
+    path: str | Path, spec: EnvSpec, device: str, deterministic: bool, seed: int
+) -> Policy:
+    """A numpy policy over `eor.agent.load_actor(path, device).act`, sampling with its own
+    seeded torch generator so that a collection is reproducible."""
     import torch
 
     from eor.agent import load_actor
 
     actor = load_actor(str(path), device=device)
+    dims = (getattr(actor, "obs_dim", spec.obs_dim), getattr(actor, "act_dim", spec.act_dim))
+    if dims != (spec.obs_dim, spec.act_dim):
+        raise ValueError(
+            f"policy checkpoint {path} is for obs_dim={dims[0]}, act_dim={dims[1]}, but "
+            f"{spec.name} has obs_dim={spec.obs_dim}, act_dim={spec.act_dim}"
+        )
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            a = actor.act(torch.as_tensor(obs, device=device), deterministic)
+            a = actor.act(torch.as_tensor(obs, device=device), deterministic, generator=generator)
         return a.detach().to("cpu", torch.float32).numpy()
 
     return act
@@ -266,7 +277,7 @@ def collect(
         ckpt = Path(policy).expanduser()
         if not ckpt.exists():
             raise FileNotFoundError(f"policy checkpoint {str(ckpt)!r} does not exist")
-        policy_fn = _checkpoint_policy(ckpt, device, deterministic or noise > 0)
+        policy_fn = _checkpoint_policy(ckpt, spec, device, deterministic or noise > 0, seed)
         policy_desc = f"checkpoint:{ckpt.resolve()}"
 
     if progress is None:

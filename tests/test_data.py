@@ -1,0 +1,404 @@
+"""eor.data loading: SPEC 1 Q-learning form, validation errors, resolution order, buffer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import eor
+from eor.data import DatasetError, load_dataset, qlearning_arrays, read_raw, sources, validate_raw
+from eor.envs import get_env
+
+S, A = 11, 3  # hopper
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Never touch the real home: every dataset folder points into tmp_path."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    monkeypatch.setenv("EOR_DATA_DIR", str(tmp_path / "eor"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+
+def _tiny_raw(with_next: bool, obs_dim: int = 2, act_dim: int = 1) -> dict[str, np.ndarray]:
+    """7 hand-made rows: row i has obs = [i, 10 + i, ...], act = 100 + i, rew = 1000 + i.
+
+    Episode layout: rows 0-2 end in a terminal at 2; rows 3-4 end in a timeout at 4; rows
+    5-6 are a trailing unfinished episode. next_observations (when present) = obs + 0.5.
+    """
+    n = 7
+    obs = np.zeros((n, obs_dim), np.float32)
+    obs[:, 0] = np.arange(n)
+    obs[:, 1] = 10 + np.arange(n)
+    raw = {
+        "observations": obs,
+        "actions": np.tile((100 + np.arange(n, dtype=np.float32))[:, None], (1, act_dim)),
+        "rewards": 1000 + np.arange(n, dtype=np.float32),
+        "terminals": np.array([0, 0, 1, 0, 0, 0, 0], bool),
+        "timeouts": np.array([0, 0, 0, 0, 1, 0, 0], bool),
+    }
+    if with_next:
+        raw["next_observations"] = obs + 0.5
+    return raw
+
+
+def _check_transitions(q, raw, expected):
+    """expected: list of (row i, next-state array, terminal)."""
+    assert len(q["rewards"]) == len(expected)
+    for t, (i, nxt, term) in enumerate(expected):
+        np.testing.assert_array_equal(q["observations"][t], raw["observations"][i])
+        np.testing.assert_array_equal(q["actions"][t], raw["actions"][i])
+        assert q["rewards"][t] == raw["rewards"][i]
+        np.testing.assert_array_equal(q["next_observations"][t], nxt)
+        assert q["terminals"][t] == term
+    for key, arr in q.items():
+        assert arr.dtype == np.float32 and arr.flags.c_contiguous, key
+
+
+def test_qlearning_without_next_observations():
+    raw = _tiny_raw(with_next=False)
+    obs = raw["observations"]
+    q = qlearning_arrays(raw)
+    # Row 4 is a timeout (dropped: obs[5] starts a new episode); row 6 has no obs[7] (dropped).
+    # The terminal row 2 keeps obs[3] as its next state (D4RL's qlearning_dataset; done=1 masks it).
+    expected = [
+        (0, obs[1], 0.0),
+        (1, obs[2], 0.0),
+        (2, obs[3], 1.0),
+        (3, obs[4], 0.0),
+        (5, obs[6], 0.0),
+    ]
+    _check_transitions(q, raw, expected)
+
+
+def test_qlearning_with_next_observations():
+    raw = _tiny_raw(with_next=True)
+    nxt = raw["next_observations"]
+    q = qlearning_arrays(raw)
+    # No index shift: next state i is next_observations[i]; the last row is kept (not a timeout).
+    expected = [(i, nxt[i], float(i == 2)) for i in (0, 1, 2, 3, 5, 6)]
+    _check_transitions(q, raw, expected)
+
+
+def test_timeout_is_never_terminal():
+    raw = _tiny_raw(with_next=True)
+    raw["terminals"][4] = True  # a row flagged both terminal and timeout is still dropped
+    q = qlearning_arrays(raw)
+    assert 4.0 not in q["observations"][:, 0]
+    assert q["terminals"].sum() == 1.0
+
+
+def test_qlearning_rewards_column_and_no_timeouts_key():
+    raw = _tiny_raw(with_next=True)
+    del raw["timeouts"]
+    raw["rewards"] = raw["rewards"][:, None]  # some files store [N, 1]
+    q = qlearning_arrays(raw)
+    np.testing.assert_array_equal(q["rewards"], 1000 + np.arange(7, dtype=np.float32))
+    assert q["rewards"].shape == (7,)
+
+
+def _hopper_raw(n: int = 50, with_next: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    raw = {
+        "observations": rng.standard_normal((n, S)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (n, A)).astype(np.float32),
+        "rewards": rng.standard_normal(n).astype(np.float32),
+        "terminals": np.zeros(n, bool),
+        "timeouts": np.zeros(n, bool),
+    }
+    raw["terminals"][[7, 30]] = True
+    raw["timeouts"][[19, n - 1]] = True
+    if with_next:
+        raw["next_observations"] = rng.standard_normal((n, S)).astype(np.float32)
+    return raw
+
+
+def _write_h5(path: Path, raw: dict[str, np.ndarray], **attrs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for k, v in raw.items():
+            f.create_dataset(k, data=v)
+        f.create_dataset("infos/qpos", data=np.zeros((len(raw["rewards"]), 2)))
+        for k, v in attrs.items():
+            f.attrs[k] = v
+    return path
+
+
+@pytest.mark.parametrize("with_next", [True, False])
+def test_load_file_hdf5_and_npz_agree(tmp_path, with_next):
+    raw = _hopper_raw(with_next=with_next)
+    h5 = _write_h5(tmp_path / "hopper_medium-v2.hdf5", raw)
+    npz = tmp_path / "hopper-medium-v2.npz"
+    np.savez(npz, **raw)
+    a = load_dataset(h5)
+    b = load_dataset(str(npz))
+    expected = qlearning_arrays(raw)
+    for ds in (a, b):
+        assert ds.name == "hopper-medium-v2" and ds.env is get_env("hopper")
+        np.testing.assert_array_equal(ds.observations, expected["observations"])
+        np.testing.assert_array_equal(ds.next_observations, expected["next_observations"])
+        np.testing.assert_array_equal(ds.terminals, expected["terminals"])
+    # timeouts at 19 and 49 dropped (and, without next_observations, 49 is the last row anyway)
+    assert len(a) == 48
+    assert a.checksum is not None and len(a.checksum) == 64
+    assert a.checksum == load_dataset(h5).checksum
+
+
+def test_file_env_from_attribute_or_argument(tmp_path):
+    raw = _hopper_raw()
+    p = _write_h5(tmp_path / "mine.hdf5", raw, dataset="hopper-random-v2")
+    assert load_dataset(p).env.name == "hopper"
+    q = _write_h5(tmp_path / "other.hdf5", raw)
+    with pytest.raises(DatasetError, match="pass env="):
+        load_dataset(q)
+    assert load_dataset(q, env="hopper").name == "other"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_key(tmp_path):
+    raw = _hopper_raw()
+    del raw["actions"]
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with pytest.raises(DatasetError, match="missing key.*'actions'"):
+        load_dataset(p)
+
+
+def test_missing_timeouts_without_next_observations(tmp_path):
+    raw = _hopper_raw(with_next=False)
+    del raw["timeouts"]
+    with pytest.raises(DatasetError, match="'timeouts'"):
+        validate_raw(raw, get_env("hopper"))
+
+
+def test_length_mismatch(tmp_path):
+    raw = _hopper_raw(n=50)
+    raw["rewards"] = raw["rewards"][:49]
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with pytest.raises(DatasetError, match="differ in length") as err:
+        load_dataset(p)
+    assert "rewards=49" in str(err.value) and "observations=50" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key, shape, msg",
+    [
+        ("observations", (50, 12), r"observations has shape \(50, 12\).*\[N, 11\]"),
+        ("next_observations", (50, 17), r"next_observations has shape \(50, 17\)"),
+        ("actions", (50, 6), r"actions has shape \(50, 6\).*\[N, 3\]"),
+        ("actions", (50,), r"actions has shape \(50,\)"),
+        ("rewards", (50, 2), r"rewards has shape \(50, 2\), expected \[N\]"),
+    ],
+)
+def test_dims_must_match_env(tmp_path, key, shape, msg):
+    raw = _hopper_raw()
+    raw[key] = np.zeros(shape, np.float32)
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with pytest.raises(DatasetError, match=msg):
+        load_dataset(p)
+
+
+def test_wrong_env_given(tmp_path):
+    p = _write_h5(tmp_path / "x.hdf5", _hopper_raw())
+    with pytest.raises(DatasetError, match="halfcheetah"):
+        load_dataset(p, env="halfcheetah")
+
+
+@pytest.mark.parametrize("key", ["observations", "actions", "rewards", "next_observations"])
+def test_nonfinite_rows(tmp_path, key):
+    raw = _hopper_raw()
+    raw[key] = raw[key].copy()
+    raw[key][3] = np.nan
+    raw[key][11] = -np.inf
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with pytest.raises(
+        DatasetError, match=rf"{key} has NaN or inf in 2 of 50 rows \(first at row 3\)"
+    ):
+        load_dataset(p)
+
+
+def test_empty_dataset(tmp_path):
+    raw = {k: v[:0] for k, v in _hopper_raw().items()}
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with pytest.raises(DatasetError, match="empty"):
+        load_dataset(p)
+
+
+def test_truncated_hdf5(tmp_path):
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", _hopper_raw(n=2000))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_dataset(p)
+
+
+def test_not_hdf5(tmp_path):
+    p = tmp_path / "hopper_random-v2.hdf5"
+    p.write_text("<html>404 not found</html>")
+    with pytest.raises(DatasetError, match="not an HDF5 file"):
+        load_dataset(p)
+
+
+def test_truncated_npz(tmp_path):
+    p = tmp_path / "hopper_random-v2.npz"
+    np.savez(p, **_hopper_raw(n=2000))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="npz"):
+        load_dataset(p)
+
+
+def test_missing_explicit_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(tmp_path / "nope.hdf5")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset("some/dir/hopper_random-v2.hdf5")
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(ValueError, match="Did you mean 'halfcheetah-medium-v2'"):
+        load_dataset("halfchetah-medium-v2")
+
+
+def test_env_argument_must_match_name(tmp_path):
+    with pytest.raises(ValueError, match="does not match"):
+        load_dataset("hopper-random-v2", env="walker2d")
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def test_default_dirs(tmp_path, monkeypatch):
+    monkeypatch.delenv("D4RL_DATASET_DIR")
+    monkeypatch.delenv("EOR_DATA_DIR")
+    home = tmp_path / "home"
+    assert sources.d4rl_dir() == home / ".d4rl" / "datasets"
+    assert sources.eor_data_dir() == home / ".cache" / "eor" / "datasets"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert sources.eor_data_dir() == tmp_path / "xdg" / "eor" / "datasets"
+
+
+def test_resolution_order_and_logging(tmp_path, caplog):
+    name = "hopper-medium-replay-v2"
+    d4rl_file = _write_h5(tmp_path / "d4rl" / "hopper_medium_replay-v2.hdf5", _hopper_raw(seed=1))
+    eor_file = _write_h5(tmp_path / "eor" / "hopper_medium_replay-v2.hdf5", _hopper_raw(seed=2))
+    with caplog.at_level(logging.INFO, logger="eor.data"):
+        ds = load_dataset(name)
+    assert ds.source == f"D4RL cache:{d4rl_file}"
+    assert any("D4RL cache" in r.getMessage() and r.name == "eor.data" for r in caplog.records)
+    expected = qlearning_arrays(_hopper_raw(seed=1))
+    np.testing.assert_array_equal(ds.observations, expected["observations"])
+
+    d4rl_file.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="eor.data"):
+        ds = load_dataset(name)
+    assert ds.source == f"eor store:{eor_file}"
+    assert any("eor store" in r.getMessage() for r in caplog.records)
+
+
+def test_not_found_lists_places_and_command(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("walker2d-random-v2")
+    msg = str(err.value)
+    assert str(tmp_path / "d4rl" / "walker2d_random-v2.hdf5") in msg
+    assert str(tmp_path / "eor" / "walker2d_random-v2.hdf5") in msg
+    assert "Minari" in msg
+    assert "eor collect walker2d-random-v2" in msg
+    with pytest.raises(FileNotFoundError, match="--policy CHECKPOINT"):
+        load_dataset("walker2d-medium-v2")
+
+
+class _FakeEpisode:
+    def __init__(self, obs, act, rew, term, trunc):
+        self.observations, self.actions, self.rewards = obs, act, rew
+        self.terminations, self.truncations = term, trunc
+
+
+def _fake_minari(episodes, ids):
+    mod = types.ModuleType("minari")
+    mod.list_local_datasets = lambda: {i: {} for i in ids}  # type: ignore[attr-defined]
+
+    class _DS:
+        def iterate_episodes(self):
+            return iter(episodes)
+
+    mod.load_dataset = lambda dataset_id: _DS()  # type: ignore[attr-defined]
+    return mod
+
+
+def test_minari_source_with_fake_module(tmp_path, monkeypatch):
+    """The Minari path (minari itself is an optional extra): episodes of T steps carry T + 1
+    observations; truncated steps are dropped like D4RL timeouts; D4RL's cache wins."""
+    rng = np.random.default_rng(0)
+
+    def episode(t, terminated):
+        term = np.zeros(t, bool)
+        trunc = np.zeros(t, bool)
+        (term if terminated else trunc)[-1] = True
+        obs = rng.standard_normal((t + 1, S))
+        return _FakeEpisode(obs, rng.uniform(-1, 1, (t, A)), rng.standard_normal(t), term, trunc)
+
+    eps = [episode(4, True), episode(3, False)]
+    monkeypatch.setitem(sys.modules, "minari", _fake_minari(eps, ["mujoco/hopper/medium-v0"]))
+    ds = load_dataset("hopper-medium-v2")
+    assert ds.source == "minari:mujoco/hopper/medium-v0"
+    assert len(ds) == 4 + 2  # the truncated last step of episode 2 is dropped
+    np.testing.assert_allclose(ds.observations[:4], eps[0].observations[:4])
+    np.testing.assert_allclose(ds.next_observations[:4], eps[0].observations[1:])
+    np.testing.assert_allclose(ds.next_observations[4:], eps[1].observations[1:3])
+    assert ds.terminals.tolist() == [0, 0, 0, 1, 0, 0]
+
+    _write_h5(tmp_path / "d4rl" / "hopper_medium-v2.hdf5", _hopper_raw())
+    assert load_dataset("hopper-medium-v2").source.startswith("D4RL cache")
+    with pytest.raises(FileNotFoundError, match="mujoco/hopper/expert-v0"):
+        load_dataset("hopper-expert-v2")
+
+
+def test_minari_installed():
+    minari = pytest.importorskip(
+        "minari", reason="minari (optional extra eor[minari]) is not installed"
+    )
+    assert callable(minari.list_local_datasets) and callable(minari.load_dataset)
+    assert isinstance(sources.minari_local_ids(), list)
+
+
+def test_read_raw_ignores_infos(tmp_path):
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", _hopper_raw(), dataset="hopper-random-v2")
+    raw, attrs = read_raw(p)
+    assert set(raw) == {
+        "observations",
+        "actions",
+        "rewards",
+        "terminals",
+        "timeouts",
+        "next_observations",
+    }
+    assert attrs["dataset"] == "hopper-random-v2"
+
+
+# ----------------------------------------------------------------------------- buffer
+
+
+@pytest.mark.skipif(not eor.CORE_AVAILABLE, reason="the C++ core (eor._core) did not load")
+def test_to_buffer_holds_exactly_the_dataset(tmp_path):
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", _hopper_raw(n=64))
+    ds = load_dataset(p)
+    buf = ds.to_buffer(seed=3)
+    assert len(buf) == len(ds) == buf.capacity
+    assert (buf.obs_dim, buf.act_dim) == (S, A)
+    batch = buf.sample(len(ds))  # distinct rows: every transition once, in random order
+    order = np.argsort(batch["rew"])
+    ref = np.argsort(ds.rewards)
+    np.testing.assert_array_equal(batch["obs"][order], ds.observations[ref])
+    np.testing.assert_array_equal(batch["act"][order], ds.actions[ref])
+    np.testing.assert_array_equal(batch["next_obs"][order], ds.next_observations[ref])
+    np.testing.assert_array_equal(batch["done"][order], ds.terminals[ref])
