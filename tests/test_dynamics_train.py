@@ -1,0 +1,265 @@
+"""SPEC 2 training: the early-stopping rule, split, bootstrap, one epoch vs the reference, elites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eor import ref
+from eor.dynamics.train import (
+    DynamicsConfig,
+    DynamicsTrainer,
+    EarlyStopping,
+    bootstrap_indices,
+    split_indices,
+)
+
+# ----------------------------------------------------------------------------- stopping rule
+
+
+def _run(stopper: EarlyStopping, seq: list[list[float]]) -> list:
+    return [stopper.update(epoch, losses) for epoch, losses in enumerate(seq, start=1)]
+
+
+def test_improvement_needs_more_than_one_percent_per_member() -> None:
+    s = EarlyStopping(3, min_epochs=100, max_epochs=1000)
+    s.start([1.0, 2.0, 4.0])
+    d = s.update(1, [0.995, 1.97, 4.5])  # 0.5 % (no), 1.5 % (yes), worse (no)
+    assert d.improved == [1] and not d.stop and not d.lower_lr
+    assert s.best == [1.0, 1.97, 4.0] and s.best_epoch == [0, 1, 0]
+    d = s.update(2, [0.989, 1.96, 3.0])  # 1.1 % (yes); 1.97 -> 1.96 is 0.5 % (no); 25 % (yes)
+    assert d.improved == [0, 2]
+    assert s.best == [0.989, 1.97, 3.0] and s.best_epoch == [2, 1, 2]
+    # exactly 1 % is not "more than 1 %"
+    d = s.update(3, [0.989 * 0.99, 1.97, 3.0])
+    assert d.improved == [] or abs((0.989 - 0.989 * 0.99) / 0.989 - 0.01) > 1e-15
+
+
+def test_plateau_before_min_epochs_lowers_lr_once_then_stops_at_min_epochs() -> None:
+    s = EarlyStopping(2, min_epochs=12, max_epochs=100, patience=5)
+    s.start([1.0, 1.0])
+    seq = [[0.5, 1.0]] + [[0.6, 1.0]] * 20  # improves at epoch 1, then never again
+    decisions = _run(s, seq)
+    lowered = [i + 1 for i, d in enumerate(decisions) if d.lower_lr]
+    stopped = [i + 1 for i, d in enumerate(decisions) if d.stop]
+    assert lowered == [6]  # epochs 2..6 without improvement: the 5-epoch window is full at 6
+    assert stopped[0] == 12 and decisions[11].reason == "no improvement"
+    assert s.best == [0.5, 1.0] and s.best_epoch == [1, 0]
+
+
+def test_improvement_resets_the_window() -> None:
+    s = EarlyStopping(1, min_epochs=0, max_epochs=100, patience=5)
+    s.start([1.0])
+    seq = [[1.0]] * 4 + [[0.5]] + [[0.5]] * 4 + [[0.5]]
+    decisions = _run(s, seq)
+    assert [d.stop for d in decisions] == [False] * 9 + [True]
+    assert decisions[4].improved == [0]
+
+
+def test_stop_after_min_epochs_without_lr_drop_when_plateau_is_late() -> None:
+    s = EarlyStopping(1, min_epochs=3, max_epochs=100, patience=5)
+    s.start([1.0])
+    decisions = _run(s, [[1.0]] * 5)
+    assert not any(d.lower_lr for d in decisions)  # already past min_epochs: stop, no drop
+    assert decisions[-1].stop and decisions[-1].reason == "no improvement"
+    assert not any(d.stop for d in decisions[:-1])
+
+
+def test_hard_cap_and_no_second_lr_drop() -> None:
+    s = EarlyStopping(1, min_epochs=50, max_epochs=20, patience=5)
+    s.start([1.0])
+    decisions = _run(s, [[1.0]] * 20)
+    assert sum(d.lower_lr for d in decisions) == 1
+    assert [d.stop for d in decisions] == [False] * 19 + [True]
+    assert decisions[-1].reason == "max epochs"
+
+
+def test_stopping_state_roundtrip_and_members_improving() -> None:
+    s = EarlyStopping(3, min_epochs=10, max_epochs=50)
+    s.start([1.0, 1.0, 1.0])
+    _run(s, [[0.5, 1.0, 1.0], [0.5, 0.5, 1.0]])
+    assert s.members_improving() == 2 and s.last_improvement() == 2
+    t = EarlyStopping(3, min_epochs=10, max_epochs=50)
+    t.load_state_dict(s.state_dict())
+    for epoch in range(3, 9):
+        assert s.update(epoch, [0.5, 0.5, 1.0]) == t.update(epoch, [0.5, 0.5, 1.0])
+    assert s.members_improving() == 0
+
+
+def test_stopping_bad_input() -> None:
+    s = EarlyStopping(3, min_epochs=1, max_epochs=2)
+    with pytest.raises(RuntimeError, match="before start"):
+        s.update(1, [1, 2, 3])
+    s.start([1, 2, 3])
+    with pytest.raises(ValueError, match="expected 3 losses"):
+        s.update(1, [1, 2])
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_split_is_disjoint_seeded_and_twenty_percent() -> None:
+    train, hold = split_indices(1000, 0.2, seed=3)
+    assert len(hold) == 200 and len(train) == 800
+    assert sorted(torch.cat([train, hold]).tolist()) == list(range(1000))
+    train2, hold2 = split_indices(1000, 0.2, seed=3)
+    assert torch.equal(hold, hold2) and torch.equal(train, train2)
+    _, hold3 = split_indices(1000, 0.2, seed=4)
+    assert not torch.equal(hold, hold3)
+    with pytest.raises(ValueError, match="too few"):
+        split_indices(3, 0.2, seed=0)
+
+
+def test_bootstrap_is_per_member_with_replacement() -> None:
+    boot = bootstrap_indices(500, 7, seed=0)
+    assert boot.shape == (7, 500) and int(boot.min()) >= 0 and int(boot.max()) < 500
+    for e in range(7):
+        unique = boot[e].unique().numel()
+        assert 250 < unique < 400  # with replacement: about 1 − 1/e ≈ 63 % distinct rows
+    assert not torch.equal(boot[0], boot[1])
+    assert torch.equal(boot, bootstrap_indices(500, 7, seed=0))
+
+
+def _synthetic(n: int = 600, s: int = 4, a: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, s)).astype(np.float32) * np.array([1, 2, 0.5, 3], np.float32)[:s]
+    act = rng.uniform(-1, 1, size=(n, a)).astype(np.float32)
+    mat = rng.normal(size=(s + a, s)).astype(np.float32) * 0.3
+    next_obs = (
+        obs
+        + np.tanh(np.concatenate([obs, act], 1) @ mat)
+        + 0.01 * rng.normal(size=(n, s)).astype(np.float32)
+    )
+    rew = (obs[:, 0] - act[:, 0] ** 2).astype(np.float32)
+    return obs, act, rew, next_obs
+
+
+def _never_done(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape[0], dtype=torch.bool)
+
+
+def _trainer(**overrides) -> DynamicsTrainer:
+    cfg = DynamicsConfig(
+        num_models=3, num_elites=2, hidden_dim=16, epochs=4, min_epochs=0, batch_size=64
+    )
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return DynamicsTrainer(cfg, *_synthetic(), termination_fn=_never_done)
+
+
+def test_trainer_holdout_is_never_trained_on_and_normaliser_sees_training_rows() -> None:
+    obs, act, rew, next_obs = _synthetic()
+    tr = _trainer()
+    train_idx, hold_idx = split_indices(600, 0.2, seed=0)
+    inputs = torch.from_numpy(np.concatenate([obs, act], 1))
+    assert tr.n_holdout == 120 and tr.n_train == 480
+    torch.testing.assert_close(tr.model.normalizer.mean, inputs[train_idx].double().mean(0).float())
+    torch.testing.assert_close(tr.model.normalizer(inputs[hold_idx]), tr.holdout_x)
+    torch.testing.assert_close(tr.model.normalizer(inputs[train_idx]), tr.train_x)
+    targets_hold = torch.from_numpy(np.concatenate([next_obs - obs, rew[:, None]], 1))[hold_idx]
+    torch.testing.assert_close(tr.holdout_y, targets_hold)  # targets are not normalised
+    # the bootstrap only indexes training rows (train_x has no holdout row in it)
+    assert int(tr.bootstrap.max()) < tr.n_train
+
+
+def test_one_epoch_matches_per_member_reference() -> None:
+    """A trainer epoch = the reference's loop over 3 nn.Module members, same batches."""
+    tr = _trainer()
+    tr.model.double()
+    tr.train_x, tr.train_y = tr.train_x.double(), tr.train_y.double()
+    tr.optimizer = torch.optim.Adam(tr.model.param_groups(1.0), lr=1e-3)
+    r = ref.DynamicsEnsembleRef(4, 2, num_members=3, num_elites=2, hidden_dim=16).double()
+    r.load_stacked([w.detach() for w in tr.model.weights], [b.detach() for b in tr.model.biases])
+    opt_r = r.make_optimizer(1e-3, 1.0)
+    # the same shuffled bootstrap order as the trainer will draw
+    gen = torch.Generator()
+    gen.set_state(tr.shuffle_gen.get_state())
+    perm = torch.argsort(torch.rand(3, tr.n_train, generator=gen), dim=1)
+    order = tr.bootstrap.gather(1, perm)
+    loss_r = r.train_epoch(tr.train_x, tr.train_y, order, opt_r, batch_size=64)
+    loss = tr.train_epoch()
+    assert loss == pytest.approx(loss_r, rel=1e-9)
+    for e in range(3):
+        for i, layer in enumerate(r.members[e].hidden):
+            torch.testing.assert_close(
+                tr.model.weights[i][e].detach(), layer.weight.T.detach(), rtol=1e-9, atol=1e-11
+            )
+        torch.testing.assert_close(
+            tr.model.biases[-1][e, :5].detach(),
+            r.members[e].mean_head.bias.detach(),
+            rtol=1e-9,
+            atol=1e-11,
+        )
+    torch.testing.assert_close(
+        tr.model.max_logvar.detach(), r.max_logvar.detach(), rtol=1e-9, atol=1e-11
+    )
+
+
+def test_fit_restores_best_weights_and_picks_elites() -> None:
+    tr = _trainer(epochs=6)
+    start = tr.start()
+    history = [tr.run_epoch() for _ in range(6)]
+    assert tr.done and tr.stop_reason == "max epochs"
+    assert np.mean(history[-1]["holdout_mse"]) < np.mean(start["holdout_mse"])  # it learns
+    final = tr.finish()
+    # the restored weights are each member's best: their holdout MSE is the recorded best
+    np.testing.assert_allclose(final, tr.stopper.best, rtol=1e-6)
+    best_by_hand = [
+        min([start["holdout_mse"][i]] + [h["holdout_mse"][i] for h in history]) for i in range(3)
+    ]
+    assert all(f <= b * 1.0000001 for f, b in zip(final, best_by_hand, strict=True))
+    expected_elites = sorted(np.argsort(final)[:2].tolist())
+    assert tr.model.elites.tolist() == expected_elites
+
+
+def test_lr_drop_and_stop_through_the_trainer() -> None:
+    # An impossible improvement threshold: no member ever improves.
+    tr = _trainer(epochs=20, min_epochs=7, improvement_threshold=10.0)
+    tr.start()
+    lrs = []
+    while not tr.done:
+        lrs.append(tr.run_epoch()["lr"])
+    assert lrs == [1e-3] * 4 + [pytest.approx(3e-4)] * 3
+    assert tr.epoch == 7 and tr.stop_reason == "no improvement"
+    # no member improved: finishing restores the initial weights
+    init = _trainer()
+    for w, w0 in zip(tr.best_params, [*init.model.weights, *init.model.biases], strict=True):
+        torch.testing.assert_close(w, w0.detach())
+
+
+def test_trainer_is_deterministic() -> None:
+    a, b = _trainer(epochs=2), _trainer(epochs=2)
+    a.fit()
+    b.fit()
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("train_val_ratio", 1.0, r"train_val_ratio must lie in \(0, 1\)"),
+        ("train_val_ratio", 0.0, r"train_val_ratio must lie in \(0, 1\)"),
+        ("num_elites", 9, "num_elites must be <= num_models"),
+        ("epochs", 0, "epochs must be a positive integer"),
+        ("model_lr", -1.0, "model_lr must be"),
+        ("batch_size", 0, "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_config(field: str, value: object, match: str) -> None:
+    cfg = DynamicsConfig()
+    setattr(cfg, field, value)
+    with pytest.raises(ValueError, match=match):
+        cfg.validate()
+
+
+def test_bad_arrays() -> None:
+    obs, act, rew, next_obs = _synthetic()
+    cfg = DynamicsConfig(num_models=2, num_elites=1, hidden_dim=8)
+    with pytest.raises(ValueError, match="actions must have shape"):
+        DynamicsTrainer(cfg, obs, act[:-1], rew, next_obs)
+    obs = obs.copy()
+    obs[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite values in 1 rows"):
+        DynamicsTrainer(cfg, obs, act, rew, next_obs)
