@@ -1,0 +1,210 @@
+"""Backend dispatch of eor.ops: EOR_BACKEND values, explicit Triton errors, quiet fallback,
+the registry used by backend_report, and the torch.library custom-op registration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eor import ops, ref
+from tests.helpers import assert_close_verbose
+
+
+@pytest.fixture
+def tensors():
+    x = torch.randn(5, 7)
+    w = torch.randn(3, 7, 4)
+    b = torch.randn(3, 4)
+    return x, w, b
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EOR_BACKEND", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(ops, "_TRITON_BROKEN", {})
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (None, "torch"),
+        ("auto", "torch"),
+        ("torch", "torch"),
+        ("ref", "ref"),
+        (" Torch ", "torch"),
+        ("", "torch"),
+    ],
+)
+def test_backend_values_on_cpu(monkeypatch, tensors, value, expected) -> None:
+    if value is not None:
+        monkeypatch.setenv("EOR_BACKEND", value)
+    for op in ("ensemble_linear", "ensemble_mlp", "gaussian_ensemble_forward"):
+        assert ops._choose_backend(op, tensors[0]) == expected
+    assert ops.backend_report("cpu")["ensemble_linear"] == expected
+
+
+@pytest.mark.parametrize("value", ["torch", "ref", "auto"])
+def test_every_backend_computes_the_same(monkeypatch, tensors, value) -> None:
+    monkeypatch.setenv("EOR_BACKEND", value)
+    x, w, b = (t.clone().requires_grad_(True) for t in tensors)
+    y = ops.ensemble_linear(x, w, b, "silu")
+    y.sum().backward()
+    x2, w2, b2 = (t.clone().requires_grad_(True) for t in tensors)
+    y2 = ref.ensemble_linear_ref(x2, w2, b2, "silu")
+    y2.sum().backward()
+    assert_close_verbose(y, y2, name="y")
+    for g, g2 in ((x.grad, x2.grad), (w.grad, w2.grad), (b.grad, b2.grad)):
+        assert_close_verbose(g, g2, name="grad")
+    out = ops.ensemble_mlp(x.detach(), [w.detach()], [b.detach()], reduce="min")
+    assert_close_verbose(out, ref.ensemble_mlp_ref(x, [w], [b], reduce="min"), name="mlp")
+
+
+def test_invalid_backend_value(monkeypatch, tensors) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "cuda")
+    with pytest.raises(ValueError, match="EOR_BACKEND must be one of"):
+        ops.ensemble_linear(*tensors)
+    report = ops.backend_report("cpu")  # never raises, says why
+    assert report["ensemble_linear"].startswith("error: EOR_BACKEND must be one of")
+
+
+def test_explicit_triton_without_gpu_or_interpreter_raises(monkeypatch, tensors) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    with pytest.raises(ops.BackendUnavailableError, match="TRITON_INTERPRET"):
+        ops.ensemble_linear(*tensors)
+    with pytest.raises(ops.BackendUnavailableError, match="not CUDA"):
+        ops.ensemble_mlp(tensors[0], [tensors[1]], [tensors[2]])
+    assert "error: EOR_BACKEND=triton" in ops.backend_report("cpu")["ensemble_mlp"]
+
+
+def test_explicit_triton_with_interpreter_is_chosen(monkeypatch, tensors) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert ops._choose_backend("ensemble_linear", tensors[0]) == "triton"
+
+
+def test_explicit_triton_without_the_package(monkeypatch, tensors) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    monkeypatch.setattr(ops, "_triton_importable", lambda: False)
+    with pytest.raises(ops.BackendUnavailableError, match="not installed"):
+        ops._choose_backend("ensemble_linear", torch.empty(0, device="meta"))
+
+
+def test_auto_prefers_triton_only_on_cuda(monkeypatch) -> None:
+    assert ops._choose_backend_on("ensemble_linear", torch.device("cuda")) == "triton"
+    assert ops._choose_backend_on("ensemble_linear", torch.device("cpu")) == "torch"
+    monkeypatch.setattr(ops, "_triton_importable", lambda: False)
+    assert ops._choose_backend_on("ensemble_linear", torch.device("cuda")) == "torch"
+
+
+def test_auto_falls_back_quietly_when_triton_fails(monkeypatch, tensors) -> None:
+    """An automatic Triton choice that raises gives the torch result, and is remembered."""
+    calls: list[str] = []
+
+    def broken_kernels(name: str):
+        calls.append(name)
+        raise RuntimeError("simulated compile failure")
+
+    monkeypatch.setattr(ops, "_kernels", broken_kernels)
+    monkeypatch.setattr(
+        ops,
+        "_choose_backend_on",
+        lambda op, device: "torch" if (op, device.type) in ops._TRITON_BROKEN else "triton",
+    )
+    x, w, b = tensors
+    out = ops.ensemble_mlp(x, [w], [b], "relu")
+    assert_close_verbose(out, ref.ensemble_mlp_ref(x, [w], [b], "relu"), name="fallback")
+    assert calls == ["ensemble_mlp"]
+    assert "simulated compile failure" in ops._TRITON_BROKEN[("ensemble_mlp", "cpu")]
+    ops.ensemble_mlp(x, [w], [b], "relu")
+    assert calls == ["ensemble_mlp"]  # not retried
+
+
+def test_explicit_triton_failure_is_not_swallowed(monkeypatch, tensors) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+    def broken_kernels(name: str):
+        raise RuntimeError("simulated kernel failure")
+
+    monkeypatch.setattr(ops, "_kernels", broken_kernels)
+    with pytest.raises(RuntimeError, match="simulated kernel failure"):
+        ops.ensemble_mlp(tensors[0], [tensors[1]], [tensors[2]])
+
+
+def test_register_op_and_dispatch_for_other_ops(monkeypatch, tensors) -> None:
+    """How another op (the critic loss) joins the dispatch and the report."""
+    monkeypatch.setattr(ops, "_REGISTRY", dict(ops._REGISTRY))
+    ops.register_op("my_op", triton=False)
+    impls = {"torch": lambda: "fast", "ref": lambda: "slow"}
+    assert ops._dispatch("my_op", impls, tensors[0]) == "fast"
+    monkeypatch.setenv("EOR_BACKEND", "ref")
+    assert ops._dispatch("my_op", impls, tensors[0]) == "slow"
+    monkeypatch.setenv("EOR_BACKEND", "triton")  # no Triton kernel: torch, said so
+    assert ops._dispatch("my_op", impls, tensors[0]) == "fast"
+    assert ops.backend_report("cpu")["my_op"] == "torch (no Triton kernel for this op)"
+    with pytest.raises(KeyError, match="register it"):
+        ops._choose_backend("unknown_op", tensors[0])
+
+
+def test_cpu_use_works_without_triton() -> None:
+    """With triton unimportable the ops run, report torch, and never load eor.kernels.
+
+    (torch itself imports triton when it is installed, e.g. torch._dynamo via torch.library,
+    so the check is that eor needs it for nothing on CPU.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch; from eor import ops\n"
+        "x = torch.randn(3, 2); w = torch.randn(2, 2, 2); b = torch.randn(2, 2)\n"
+        "ops.ensemble_linear(x, w.requires_grad_(), b, 'relu').sum().backward()\n"
+        "ops.ensemble_mlp(x, [w], [b], members=torch.tensor([0, 1, 1]))\n"
+        "print(any(m.startswith('eor.kernels.') for m in sys.modules),\n"
+        "      ops.backend_report('cuda')['ensemble_mlp'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "torch"]
+
+
+# ----------------------------------------------------------------------------- custom ops
+
+
+def test_custom_ops_registered_and_opcheck(tensors) -> None:
+    x, w, b = tensors
+    torch.library.opcheck(torch.ops.eor.ensemble_linear.default, (x, w, b, "silu"))
+    torch.library.opcheck(
+        torch.ops.eor.ensemble_linear.default,
+        (x.requires_grad_(True), w.requires_grad_(True), b, "relu"),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
+    members = torch.tensor([0, 2, 1, 1, 0])
+    torch.library.opcheck(
+        torch.ops.eor.ensemble_mlp.default,
+        (x.detach(), [w.detach()], [b], "relu", members, None),
+        test_utils=("test_schema", "test_faketensor"),
+    )
+    lo, hi = torch.full((2,), -5.0), torch.full((2,), 0.5)
+    torch.library.opcheck(
+        torch.ops.eor.gaussian_ensemble_forward.default,
+        (x.detach(), [w.detach()], [b], hi, lo, None, "silu"),
+        test_utils=("test_schema", "test_faketensor"),
+    )
+
+
+def test_torch_compile_graph_with_custom_ops(tensors) -> None:
+    """The ops trace under torch.compile as single nodes (backend="eager": no C++ toolchain)."""
+    x, w, b = tensors
+
+    def f(x, w, b):
+        return ops.ensemble_linear(x, w, b, "relu").sum(-1)
+
+    compiled = torch.compile(f, backend="eager", fullgraph=True)
+    w1 = w.clone().requires_grad_(True)
+    out = compiled(x, w1, b)
+    out.sum().backward()
+    w2 = w.clone().requires_grad_(True)
+    f(x, w2, b).sum().backward()
+    assert_close_verbose(out, f(x, w, b), name="compiled")
+    assert_close_verbose(w1.grad, w2.grad, name="compiled dW")
