@@ -15,8 +15,11 @@ from eor import __version__
 # name -> "module:attribute" of a click command. One line per command.
 _COMMANDS: dict[str, str] = {
     "info": "eor.cli:info",
+    "collect": "eor.data.cli:collect",
+    "datasets": "eor.data.cli:datasets",
     "plot": "eor.results.cli:plot",
     "report": "eor.results.cli:report",
+    "train-agent": "eor.agent.cli:train_agent",
 }
 
 
