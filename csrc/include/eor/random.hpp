@@ -1,0 +1,174 @@
+// Fixed-algorithm random numbers for the replay buffer.
+//
+// std::uniform_int_distribution and std::shuffle are implementation-defined, so the same seed
+// would give different index streams under libstdc++, libc++ and MSVC. Everything here is a
+// fully specified algorithm, so a seed gives the same stream on every platform and compiler:
+//   - seeding: splitmix64 (Vigna) expands a 64-bit seed into the 256-bit state;
+//   - generator: xoshiro256** (Blackman & Vigna, 2018);
+//   - bounded integers: Lemire's multiply-shift with rejection (exactly uniform);
+//   - distinct indices: a sparse Fisher-Yates shuffle (O(k) time and memory for k draws).
+// eor/ref.py and tests/test_buffer.py hold a pure-Python model of the same stream.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+namespace eor {
+
+/// splitmix64: advances `x` and returns the next output. Used only to seed xoshiro256**.
+inline std::uint64_t splitmix64(std::uint64_t& x) {
+  std::uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+/// High 64 bits of the 128-bit product a * b, and the low 64 bits in `lo`.
+inline std::uint64_t mul_hi_lo(std::uint64_t a, std::uint64_t b, std::uint64_t& lo) {
+#if defined(__SIZEOF_INT128__)
+  __extension__ using u128 = unsigned __int128;
+  const u128 m = static_cast<u128>(a) * static_cast<u128>(b);
+  lo = static_cast<std::uint64_t>(m);
+  return static_cast<std::uint64_t>(m >> 64);
+#else
+  const std::uint64_t a_lo = a & 0xFFFFFFFFULL, a_hi = a >> 32;
+  const std::uint64_t b_lo = b & 0xFFFFFFFFULL, b_hi = b >> 32;
+  const std::uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi, hl = a_hi * b_lo, hh = a_hi * b_hi;
+  const std::uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFULL) + (hl & 0xFFFFFFFFULL);
+  lo = (mid << 32) | (ll & 0xFFFFFFFFULL);
+  return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+#endif
+}
+
+/// xoshiro256**: 256-bit state, period 2^256 - 1, passes BigCrush. Not thread-safe by itself
+/// (the replay buffer guards it with its own mutex).
+class Xoshiro256 {
+ public:
+  using State = std::array<std::uint64_t, 4>;
+
+  explicit Xoshiro256(std::uint64_t seed = 0) { reseed(seed); }
+
+  /// State = four consecutive splitmix64 outputs starting from `seed`.
+  void reseed(std::uint64_t seed) {
+    std::uint64_t x = seed;
+    for (auto& word : s_) word = splitmix64(x);
+  }
+
+  std::uint64_t next() {
+    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const std::uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+
+  /// Uniform integer in [0, n), n >= 1 (Lemire 2019, "Fast random integer generation in an
+  /// interval"): the high word of next() * n, rejecting the few low words that would bias it.
+  std::uint64_t bounded(std::uint64_t n) {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = mul_hi_lo(next(), n, lo);
+    if (lo < n) {
+      const std::uint64_t threshold = (0 - n) % n;  // 2^64 mod n
+      while (lo < threshold) hi = mul_hi_lo(next(), n, lo);
+    }
+    return hi;
+  }
+
+  const State& state() const { return s_; }
+
+  /// Restores a state from state(). The all-zero state is a fixed point of xoshiro and invalid.
+  void set_state(const State& s) {
+    if (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0) {
+      throw std::invalid_argument("set_state: the all-zero xoshiro256** state is invalid");
+    }
+    s_ = s;
+  }
+
+ private:
+  static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  State s_{};
+};
+
+/// Draws k distinct integers from [0, n) in uniformly random order, in O(k) time and memory.
+///
+/// Sparse Fisher-Yates: conceptually shuffle the array a = [0, 1, ..., n-1] for k steps,
+///   for i in 0..k-1:  j = i + bounded(n - i);  out[i] = a[j];  a[j] = a[i],
+/// storing only the entries of `a` that differ from the identity in a small open-addressing
+/// table (at most k of them). The table is reused between calls; a generation stamp marks the
+/// live entries so that it never has to be cleared.
+class DistinctSampler {
+ public:
+  template <class Rng>
+  void sample(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
+    if (k > n) throw std::invalid_argument("DistinctSampler: k > n");
+    prepare(k);
+    for (std::size_t i = 0; i < k; ++i) {
+      const std::uint64_t ui = static_cast<std::uint64_t>(i);
+      const std::uint64_t j = ui + rng.bounded(n - ui);
+      const std::uint64_t aj = get(j);
+      const std::uint64_t ai = get(ui);
+      out[i] = static_cast<std::int64_t>(aj);
+      if (j != ui) set(j, ai);
+    }
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t key;
+    std::uint64_t value;
+    std::uint32_t stamp;
+  };
+
+  void prepare(std::size_t k) {
+    std::size_t want = 16;
+    while (want < 2 * k) want <<= 1;  // load factor <= 1/2 keeps probes short
+    if (want > table_.size()) {
+      table_.assign(want, Slot{0, 0, 0});
+      stamp_ = 0;
+    }
+    mask_ = table_.size() - 1;
+    if (++stamp_ == 0) {  // stamps wrapped after 2^32 calls: clear once, start again at 1
+      for (auto& slot : table_) slot.stamp = 0;
+      stamp_ = 1;
+    }
+  }
+
+  std::size_t home(std::uint64_t key) const {
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 20) & mask_;
+  }
+
+  std::uint64_t get(std::uint64_t key) const {
+    for (std::size_t h = home(key);; h = (h + 1) & mask_) {
+      const Slot& slot = table_[h];
+      if (slot.stamp != stamp_) return key;  // absent: a[key] is still key
+      if (slot.key == key) return slot.value;
+    }
+  }
+
+  void set(std::uint64_t key, std::uint64_t value) {
+    for (std::size_t h = home(key);; h = (h + 1) & mask_) {
+      Slot& slot = table_[h];
+      if (slot.stamp != stamp_) {
+        slot = Slot{key, value, stamp_};
+        return;
+      }
+      if (slot.key == key) {
+        slot.value = value;
+        return;
+      }
+    }
+  }
+
+  std::vector<Slot> table_;
+  std::size_t mask_ = 0;
+  std::uint32_t stamp_ = 0;
+};
+
+}  // namespace eor
