@@ -220,6 +220,27 @@ def qlearning_arrays(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return _select(obs[:-1], act[:-1], rewards[:-1], obs[1:], terminals[:-1], ~timeouts[:-1])
 
 
+def episode_returns(
+    rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Split raw rows into episodes at terminals or timeouts (D4RL raw layout).
+
+    Returns (returns [E] float64, lengths [E] int64, tail): the E complete episodes, and the
+    number of rows after the last episode end (an unfinished episode, left out of the stats).
+    """
+    n = len(rewards)
+    ends = np.asarray(terminals, bool).reshape(n).copy()
+    if timeouts is not None:
+        ends |= np.asarray(timeouts, bool).reshape(n)
+    last = np.flatnonzero(ends)  # index of each episode's final row
+    if last.size == 0:
+        return np.zeros(0), np.zeros(0, np.int64), n
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(rewards, np.float64).reshape(n))])
+    starts = np.concatenate([[0], last[:-1] + 1])
+    returns = csum[last + 1] - csum[starts]
+    return returns, (last + 1 - starts).astype(np.int64), int(n - 1 - last[-1])
+
+
 def _select(
     obs: np.ndarray,
     act: np.ndarray,

@@ -125,6 +125,23 @@ def search_locations(name: str) -> list[tuple[str, str]]:
     return places
 
 
+def resolve(name: str) -> tuple[str, str]:
+    """(source, location) where dataset `name` would be loaded from, in resolution order:
+    ("D4RL cache", path), ("Minari", id), ("eor store", path), or ("not found", "")."""
+    d4rl = sources.d4rl_path(name)
+    if d4rl.is_file():
+        return "D4RL cache", str(d4rl)
+    if (
+        sources.minari_module() is not None
+        and sources.minari_id(name) in sources.minari_local_ids()
+    ):
+        return "Minari", sources.minari_id(name)
+    own = sources.eor_path(name)
+    if own.is_file():
+        return "eor store", str(own)
+    return "not found", ""
+
+
 def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) -> Dataset:
     """Load a dataset by file path or D4RL name, in SPEC 1's Q-learning form.
 
@@ -139,27 +156,30 @@ def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) 
             raise FileNotFoundError(f"dataset file {text!r} does not exist")
         return load_file(path, env=env, source="file")
 
-    env_name, kind = parse_dataset_name(text)  # ValueError with a suggestion
+    env_name, _ = parse_dataset_name(text)  # ValueError with a suggestion
     spec = get_env(env_name)
     if env is not None and get_env(env).name != spec.name:
         raise ValueError(f"env={get_env(env).name!r} does not match dataset {text!r}")
 
-    d4rl = sources.d4rl_path(text)
-    if d4rl.is_file():
-        return load_file(d4rl, env=spec, source="D4RL cache")
-    from_minari = _load_minari(text, spec)
+    source, location = resolve(text)
+    from_minari = _load_minari(text, spec) if source == "Minari" else None
     if from_minari is not None:
         return from_minari
-    own = sources.eor_path(text)
-    if own.is_file():
-        return load_file(own, env=spec, source="eor store")
+    if source in ("D4RL cache", "eor store"):
+        return load_file(location, env=spec, source=source)
 
-    searched = "\n".join(f"  {src:<10} {loc}" for src, loc in search_locations(text))
-    make = f"eor collect {text}"
+    raise FileNotFoundError(not_found_message(text))
+
+
+def not_found_message(name: str) -> str:
+    """Every place searched for dataset `name`, and the command that makes it."""
+    _, kind = parse_dataset_name(name)
+    searched = "\n".join(f"  {src:<10} {loc}" for src, loc in search_locations(name))
+    make = f"eor collect {name}"
     if kind != "random":
         make += " --policy CHECKPOINT   (a trained eor agent's checkpoint, for non-random data)"
-    raise FileNotFoundError(
-        f"dataset {text!r} not found. Searched:\n{searched}\n"
+    return (
+        f"dataset {name!r} not found. Searched:\n{searched}\n"
         f"Make it with:\n  {make}\n"
         f"or pass a D4RL-format file path ({'/'.join(_FILE_SUFFIXES)}, version {DATASET_VERSION})."
     )

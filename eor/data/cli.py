@@ -1,0 +1,245 @@
+"""`eor collect` and `eor datasets` (list, info)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from eor.envs import all_dataset_names, get_env, parse_dataset_name
+
+_NAME_HELP = "a D4RL dataset name, e.g. halfcheetah-random-v2"
+
+
+def _check_name(name: str, param: str = "NAME") -> None:
+    try:
+        parse_dataset_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--steps",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="rows to collect",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="output file [default: eor's store, D4RL file name]",
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="a trained eor agent's checkpoint or run dir [default: uniform random]",
+)
+@click.option(
+    "--noise",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="std of Gaussian action noise (with --policy)",
+)
+@click.option("--deterministic", is_flag=True, help="use the policy's mean action (with --policy)")
+@click.option(
+    "--num_envs",
+    "--num-envs",
+    "num_envs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="envs stepped together [default: 1 random, 4 with --policy]",
+)
+@click.option("--device", default="cpu", show_default=True, help="device of the policy")
+@click.option("--overwrite", is_flag=True, help="replace an existing output file")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def collect(
+    name: str,
+    steps: int,
+    seed: int,
+    out: Path | None,
+    policy: Path | None,
+    noise: float,
+    deterministic: bool,
+    num_envs: int | None,
+    device: str,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Collect NAME (e.g. halfcheetah-random-v2) from the MuJoCo simulator as D4RL HDF5.
+
+    Episodes of up to 1000 steps; `random` uses a uniform random policy (D4RL's recipe),
+    other kinds need --policy (the kind is then only a label).
+    """
+    from eor.data.collect import collect as run_collect
+
+    _check_name(name)
+    try:
+        path = run_collect(
+            name,
+            steps,
+            seed,
+            out=out,
+            policy=policy,
+            noise=noise,
+            deterministic=deterministic,
+            num_envs=num_envs,
+            device=device,
+            overwrite=overwrite,
+            progress=not quiet and sys.stderr.isatty(),
+        )
+    except FileExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {steps} steps of {name} to {path}")
+
+
+def _file_summary(path: Path) -> dict[str, Any]:
+    """Rows and dataset name of a D4RL-style file, read from its header only."""
+    import h5py
+
+    from eor.data.load import _name_from_file
+
+    info: dict[str, Any] = {"path": path, "size": path.stat().st_size, "rows": "?", "name": None}
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                info["rows"] = len(z["rewards"]) if "rewards" in z.files else "?"
+            attrs: dict[str, Any] = {}
+        else:
+            with h5py.File(path, "r") as f:
+                info["rows"] = f["rewards"].shape[0] if "rewards" in f else "?"
+                attrs = dict(f.attrs)
+        info["name"] = _name_from_file(path, {k: str(v) for k, v in attrs.items()})
+    except Exception as exc:  # noqa: BLE001 - list unreadable files too, saying why
+        info["rows"] = f"unreadable ({type(exc).__name__})"
+    return info
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def datasets(ctx: click.Context) -> None:
+    """List the datasets available locally and where they are (or: datasets info NAME)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_datasets)
+
+
+@datasets.command("list")
+def list_datasets() -> None:
+    """List local datasets in every place `load_dataset` searches, in resolution order."""
+    from eor.data import sources
+
+    places = [("D4RL cache", sources.d4rl_dir()), ("eor store", sources.eor_data_dir())]
+    found = 0
+    for label, folder in places:
+        files = sorted(p for ext in ("*.hdf5", "*.h5", "*.npz") for p in folder.glob(ext))
+        click.echo(f"{label}: {folder}{'' if folder.is_dir() else '  (does not exist)'}")
+        for p in files:
+            info = _file_summary(p)
+            name = info["name"] or "(not a D4RL name)"
+            click.echo(
+                f"  {name:<32} {str(info['rows']):>10} rows {info['size'] / 2**20:9.1f} MiB  {p.name}"
+            )
+            found += 1
+    minari_ids = sources.minari_local_ids()
+    if sources.minari_module() is None:
+        click.echo("Minari: not installed (pip install 'eor[minari]')")
+    else:
+        click.echo("Minari (local):")
+        known = {sources.minari_id(n): n for n in all_dataset_names()}
+        for mid in minari_ids:
+            click.echo(f"  {known.get(mid, '(no D4RL name)'):<32} {mid}")
+            found += 1
+    if not found:
+        click.echo("no datasets found; make one with: eor collect halfcheetah-random-v2")
+
+
+@datasets.command("info")
+@click.argument("name")
+def info(name: str) -> None:
+    """Sizes, per-episode return statistics and normalised score of NAME (a D4RL name or file).
+
+    Episodes are split at terminals or timeouts of the raw file; a trailing unfinished
+    episode is left out of the statistics.
+    """
+    from eor.data.dataset import DatasetError, episode_returns, read_raw
+    from eor.data.load import _env_for_file, _looks_like_path, not_found_message, resolve
+
+    path = Path(name).expanduser()
+    if path.is_file() or _looks_like_path(name):
+        if not path.is_file():
+            raise click.BadParameter(f"file {name!r} does not exist", param_hint="NAME")
+        source = "file"
+    else:
+        _check_name(name)
+        source, location = resolve(name)
+        if source == "not found":
+            raise click.ClickException(not_found_message(name))
+        if source == "Minari":
+            raise click.ClickException(
+                f"{name} is the Minari dataset {location}; info reads files only"
+            )
+        path = Path(location)
+    try:
+        raw, attrs = read_raw(path)
+        spec = _env_for_file(path, attrs, None if source == "file" else get_env(name))
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    n = len(raw.get("rewards", []))
+    rewards = raw["rewards"].reshape(-1)
+    terminals = raw["terminals"].reshape(-1).astype(bool)
+    timeouts = raw["timeouts"].reshape(-1).astype(bool) if "timeouts" in raw else None
+    returns, lengths, tail = episode_returns(rewards, terminals, timeouts)
+
+    click.echo(f"dataset      {name}")
+    click.echo(f"source       {source}: {path}")
+    click.echo(f"size         {path.stat().st_size / 2**20:.1f} MiB")
+    click.echo(
+        f"env          {spec.name} ({spec.gym_id}), obs_dim {spec.obs_dim}, act_dim {spec.act_dim}"
+    )
+    keys = ", ".join(sorted(raw))
+    click.echo(f"rows         {n}  (keys: {keys})")
+    n_to = int(timeouts.sum()) if timeouts is not None else 0
+    click.echo(f"terminals    {int(terminals.sum())}   timeouts {n_to}")
+    click.echo(
+        f"episodes     {len(returns)} complete"
+        + (f", plus {tail} rows of an unfinished one" if tail else "")
+    )
+    if len(returns):
+        scores = spec.normalized_score(returns)
+        click.echo(
+            f"length       mean {lengths.mean():.1f}  min {lengths.min()}  max {lengths.max()}"
+        )
+        click.echo(
+            f"return       mean {returns.mean():.2f}  std {returns.std():.2f}  "
+            f"min {returns.min():.2f}  max {returns.max():.2f}"
+        )
+        click.echo(
+            f"norm. score  mean {scores.mean():.2f}  std {scores.std():.2f}  "
+            f"min {scores.min():.2f}  max {scores.max():.2f}"
+        )
+    for key in (
+        "env_id",
+        "env_kwargs",
+        "policy",
+        "noise",
+        "seed",
+        "steps",
+        "num_envs",
+        "gymnasium_version",
+        "mujoco_version",
+        "eor_version",
+        "created_utc",
+    ):
+        if key in attrs:
+            click.echo(f"{key:<12} {attrs[key]}")
