@@ -15,6 +15,7 @@ from eor import __version__
 # name -> "module:attribute" of a click command. One line per command.
 _COMMANDS: dict[str, str] = {
     "info": "eor.cli:info",
+    "train-model": "eor.dynamics.cli:train_model",
     "collect": "eor.data.cli:collect",
     "datasets": "eor.data.cli:datasets",
     "plot": "eor.results.cli:plot",
