@@ -414,3 +414,99 @@ def test_aligned_mean_std_over_seeds() -> None:
     assert mean.tolist() == [12.5, 40.0, 25.0]  # (10+15)/2, (30+50)/2, (20+30)/2
     assert std.tolist() == [2.5, 10.0, 5.0]
     assert n.tolist() == [2, 2, 2]
+
+
+# --- a real run directory, written by the trainer -----------------------------------------------
+
+
+def make_real_runs(root: Path, seeds: tuple[int, ...]) -> list[Path]:
+    """Tiny real RAVL runs (HalfCheetah, 3 epochs of 20 updates, 2 eval episodes of 20 steps)
+    written by `eor.agent.trainer.train_agent`, the code behind `eor train-agent`. The data and
+    the (untrained) dynamics model are generated here so that no dataset or model file is
+    needed; everything the run directory holds comes from the trainer."""
+    import numpy as np
+    import torch
+
+    trainer = pytest.importorskip("eor.agent.trainer", reason="eor.agent.trainer not available")
+    import eor
+    from eor.agent.config import TrainAgentConfig
+    from eor.dynamics import DynamicsEnsemble
+    from eor.envs import get_env
+
+    spec = get_env("halfcheetah")
+    rng = np.random.default_rng(0)
+    n = 1000
+    obs = rng.standard_normal((n, spec.obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, (n, spec.act_dim)).astype(np.float32)
+    rew = rng.standard_normal(n).astype(np.float32)
+    out = []
+    for seed in seeds:
+        model = DynamicsEnsemble(
+            spec.obs_dim,
+            spec.act_dim,
+            num_members=3,
+            num_elites=2,
+            hidden_dim=16,
+            env_name="halfcheetah",
+            generator=torch.Generator().manual_seed(seed),
+        )
+        components = trainer.Components(
+            env_spec=spec,
+            real_buffer=eor.ReplayBuffer.from_arrays(
+                obs, act, rew, obs + 0.01, np.zeros(n, np.float32), seed=seed
+            ),
+            model=model,
+            dataset_name="halfcheetah-random-v2",
+            dataset_source="generated in test_results.py",
+        )
+        run_dir = root / f"hc-s{seed}"
+        config = TrainAgentConfig(
+            env_name="halfcheetah-random-v2",
+            seed=seed,
+            device="cpu",
+            run_dir=str(run_dir),
+            load_model_dir=str(root / "unused-model-dir"),
+            epochs=3,
+            updates_per_epoch=20,
+            log_every=5,
+            eval_episodes=2,
+            eval_max_steps=20,
+            batch_size=32,
+            rollouts_per_epoch=64,
+            steps_k=2,
+            hidden_dim=32,
+            num_critics=2,
+            quiet=True,
+            # one intra-op thread: tiny matmuls on a shared 2-core machine are ~10x slower with
+            # threads fighting over the cores
+            deterministic=True,
+        )
+        trainer.train_agent(config, components=components)
+        out.append(run_dir)
+    return out
+
+
+def test_plot_and_report_of_real_runs(tmp_path: Path) -> None:
+    dirs = make_real_runs(tmp_path / "runs", seeds=(0, 1))
+    runs = load_runs([tmp_path / "runs"])
+    assert [r.path for r in runs] == dirs
+    for run in runs:
+        assert run.finished and run.total_updates == 60
+        assert [e["updates"] for e in run.evals] == [20, 40, 60]
+        assert [r["updates"] for r in run.train] == list(range(5, 61, 5))
+        # summary.json and the metrics must agree (prefer-summary path == metrics path)
+        assert run.last_score == pytest.approx(run.metrics_last_score, abs=1e-9)
+        assert run.best_score == pytest.approx(run.metrics_best_score, abs=1e-9)
+    groups = group_runs(runs)
+    assert len(groups) == 1 and sorted(groups[0].seeds) == [0, 1]  # seeds of one config
+
+    code, out, _ = invoke("report", str(tmp_path / "runs"), "--format", "json")
+    assert code == 0
+    (g,) = json.loads(out)["groups"]
+    lasts = [r.metrics_last_score for r in runs]
+    assert g["last_score_mean"] == pytest.approx(sum(lasts) / 2)
+    assert g["last_score_std"] == pytest.approx(abs(lasts[0] - lasts[1]) / 2)  # ddof=0, n=2
+
+    code, out, _ = invoke("plot", str(dirs[0]))
+    assert code == 0 and out.strip() == str(dirs[0] / "learning_curve.png")
+    assert_valid_png(dirs[0] / "learning_curve.png")

@@ -6,7 +6,7 @@ Three panels share the x axis (gradient updates):
 2. the Q-value statistics: Q(s, π(s)) mean over the batch, with a band of ± q_policy_std, and
    q_random_std (the critics' disagreement at uniform random actions; the edge-of-reach
    failure shows as Q values blowing up while this stays small or grows with them);
-3. the critic loss (log scale when all positive).
+3. the critic loss (log scale when all positive and spanning more than a decade).
 
 Seeds are aligned on the update count: at each update count the mean and the population std
 (ddof = 0) are taken over the seeds that logged it, so a shorter (interrupted) seed simply stops
@@ -155,7 +155,10 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
 
     ax_l.set_ylabel("critic loss")
     ax_l.set_title("critic loss (TD + η · diversity), mean over seeds", fontsize=10)
-    if any_loss and loss_positive:
+    # Log scale where it helps: positive losses spanning more than a decade (a blow-up).
+    # Within a decade, a log axis only gets hard-to-read minor-tick labels.
+    lo, hi = ax_l.dataLim.intervaly
+    if any_loss and loss_positive and hi > 10 * lo:
         ax_l.set_yscale("log")
         ax_l.set_ylabel("critic loss (log scale)")
     ax_l.grid(alpha=0.3)
