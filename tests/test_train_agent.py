@@ -437,3 +437,19 @@ def test_resume_errors(tmp_path: Path) -> None:
         Trainer.resume(run, overrides={"num_critics": 5}, components=make_components())
     with pytest.raises(TrainingSetupError, match="already finished 1 epochs"):
         Trainer.resume(run, overrides={"epochs": 0}, components=make_components())
+
+
+def test_checkpoint_every(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eor.agent.trainer as trainer_mod
+
+    written: list[int] = []
+    real_save = trainer_mod.atomic_torch_save
+
+    def save(obj: Any, path: Any) -> None:
+        written.append(obj["counters"]["epochs_done"])
+        real_save(obj, path)
+
+    monkeypatch.setattr(trainer_mod, "atomic_torch_save", save)
+    cfg = small_config(tmp_path / "c", epochs=3, updates_per_epoch=2, checkpoint_every=2)
+    Trainer(cfg, components=make_components()).train()
+    assert written == [2, 3]  # every 2nd epoch, and always after the last

@@ -91,6 +91,7 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     }
     if generator is not None:
         state["generator"] = generator.get_state()
+        state["generator_device"] = generator.device.type
     return state
 
 
@@ -102,7 +103,15 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and state.get("generator") is not None:
-        generator.set_state(state["generator"])
+        if state.get("generator_device", generator.device.type) == generator.device.type:
+            generator.set_state(state["generator"])
+        else:
+            # Resumed on another device kind: a CPU generator state cannot seed a CUDA generator
+            # (or back), so derive a seed from it. The run continues, not bit-identically.
+            src = torch.Generator()
+            if state.get("generator_device") == "cpu":
+                src.set_state(state["generator"])
+            generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=src).item()))
 
 
 # ----------------------------------------------------------------------------- buffers

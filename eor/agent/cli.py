@@ -28,6 +28,7 @@ HELP: dict[str, str] = {
     "eval_every": "Evaluate every N epochs (and after the last); 0: only after the last.",
     "eval_episodes": "Deterministic evaluation episodes, run as one batch of envs.",
     "eval_max_steps": "Cap evaluation episodes at N steps [default: the env's 1000].",
+    "checkpoint_every": "Rewrite checkpoints/latest.pt (whole state) every N epochs.",
     "save_every": "Also keep checkpoints/epoch_XXXX.pt (learner only) every N epochs; 0: never.",
     "log_every": "Write a train metrics record every N updates.",
     "deterministic": "Bit-reproducible CPU run (deterministic algorithms, 1 thread).",

@@ -74,6 +74,7 @@ RESUME_OVERRIDABLE: frozenset[str] = frozenset(
         "eval_episodes",
         "eval_max_steps",
         "save_every",
+        "checkpoint_every",
         "log_every",
         "wandb",
         "wandb_project",
@@ -553,16 +554,35 @@ class Trainer:
             state["model_buffer_rng"] = self.model_buffer.get_state()
         return state
 
-    def save_checkpoint(self) -> Path:
-        """Write checkpoints/latest.pt atomically (and epoch_XXXX.pt when due)."""
+    def save_checkpoint(self, *, force: bool = True) -> Path | None:
+        """Write checkpoints/latest.pt atomically (and epoch_XXXX.pt when due).
+
+        force=False (the end of an epoch): latest.pt only every `checkpoint_every` epochs, on
+        `save_every` epochs and after the last epoch.
+        """
+        cfg = self.config
         path = self.run_dir / "checkpoints" / "latest.pt"
-        atomic_torch_save(self.state(full=True), path)
-        every = self.config.save_every
         at_epoch_end = self.epoch_updates == 0 and not self.rollout_done
-        if every and at_epoch_end and self.epochs_done % every == 0 and self.epochs_done > 0:
+        snapshot_due = (
+            cfg.save_every > 0
+            and at_epoch_end
+            and self.epochs_done > 0
+            and self.epochs_done % cfg.save_every == 0
+        )
+        written: Path | None = None
+        if (
+            force
+            or snapshot_due
+            or self.epochs_done % cfg.checkpoint_every == 0
+            or self.epochs_done >= cfg.epochs
+        ):
+            atomic_torch_save(self.state(full=True), path)
+            self._saved_epochs = self.epochs_done
+            written = path
+        if snapshot_due:
             snap = self.run_dir / "checkpoints" / f"epoch_{self.epochs_done:04d}.pt"
             atomic_torch_save(self.state(full=False), snap)
-        return path
+        return written
 
     def _restore(self, ckpt: dict[str, Any]) -> int:
         dims = ckpt["dims"]
@@ -736,8 +756,7 @@ class Trainer:
             self.epochs_done += 1
             self.epoch_updates = 0
             self.rollout_done = False
-            self.save_checkpoint()
-            self._saved_epochs = self.epochs_done
+            self.save_checkpoint(force=False)
             pbar.update(1)
             self._postfix(pbar, {})
             if self._stop_requested:
