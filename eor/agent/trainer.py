@@ -685,6 +685,9 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler)
             pbar.close()
             self._restore_determinism()
+            for env in self._eval_envs or []:
+                env.close()
+            self._eval_envs = None
             if self._status != "failed_nonfinite":
                 summary = self._write_summary()
             self.metrics.close()
