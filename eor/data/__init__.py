@@ -8,7 +8,7 @@ eor.data.collect("halfcheetah-random-v2", steps=100_000, seed=0)
 
 from __future__ import annotations
 
-from eor.data.collect import collect
+from eor.data.collector import collect
 from eor.data.dataset import Dataset, DatasetError, qlearning_arrays, read_raw, validate_raw
 from eor.data.load import load_dataset, load_file, search_locations
 from eor.data.sources import d4rl_dir, eor_data_dir

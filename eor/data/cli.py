@@ -80,7 +80,7 @@ def collect(
     Episodes of up to 1000 steps; `random` uses a uniform random policy (D4RL's recipe),
     other kinds need --policy (the kind is then only a label).
     """
-    from eor.data.collect import collect as run_collect
+    from eor.data.collector import collect as run_collect
 
     _check_name(name)
     try:
