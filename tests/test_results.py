@@ -136,6 +136,15 @@ def test_truncated_last_line_is_dropped_with_a_warning(
     assert run.total_updates == 600 and len(run.train) == 6 and run.last_score == 30.0
 
 
+def test_cli_shows_the_truncation_warning(tmp_path: Path) -> None:
+    run_dir = copy_run(ETA1_S1, tmp_path / "run")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "ev')
+    code, out, both = invoke("report", str(run_dir), "--format", "csv")
+    assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 1  # stdout stays clean
+    assert "warning:" in both and "truncated last line" in both and "metrics.jsonl:13" in both
+
+
 def test_resumed_run_replaces_repeated_records(tmp_path: Path) -> None:
     # Killed during epoch 3 after a checkpoint at 400 updates, resumed from there: the records
     # of the lost part of epoch 3 are logged again; the later ones count.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -14,8 +15,26 @@ _RUN_DIRS = click.argument(
 )
 
 
+class _ClickWarnings(logging.Handler):
+    """Logged warnings (e.g. a truncated metrics line) to stderr, looked up at each message so
+    that it follows click's (and click's test runner's) current stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("eor.results")
+    if not any(isinstance(h, _ClickWarnings) for h in logger.handlers):
+        handler = _ClickWarnings(logging.WARNING)
+        logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+
+
 def _load_groups(run_dirs: tuple[Path, ...]) -> tuple[list[Path], list[Group]]:
     """Run directories at or below the arguments, read and grouped; errors as BadParameter."""
+    _show_warnings()
     try:
         dirs = find_run_dirs(run_dirs)
         runs = [load_run(d) for d in dirs]

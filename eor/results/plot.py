@@ -56,6 +56,16 @@ def aligned(
     return np.asarray(xs, dtype=np.float64), mean, std, n
 
 
+def _seeds_text(group: Group) -> str:
+    """ "seed 0", "seeds 0, 1, 2" (up to three named), else "5 seeds"."""
+    seeds = [str(s) for s in group.seeds]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if len(seeds) <= 3:
+        return "seeds " + ", ".join(seeds)
+    return f"{len(seeds)} seeds"
+
+
 def _title(groups: Sequence[Group]) -> str:
     pairs: dict[str, None] = {}
     for g in groups:
@@ -90,15 +100,25 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     loss_positive = True
     any_loss = False
+    any_eval = False
     q_scales: list[float] = []  # per group, the largest |Q statistic| drawn
     for i, g in enumerate(groups):
         c = colors[i % len(colors)]
         seeds = len(g.runs)
-        label = f"{group_label(g, fields)} ({seeds} seed{'s' if seeds != 1 else ''})"
+        label = f"{group_label(g, fields)} ({_seeds_text(g)})"
 
         x, m, s, _ = aligned(g.runs, "eval", "score_mean")
         if len(x):
-            ax_s.plot(x, m, color=c, marker="o", markersize=3.5, linewidth=1.8, label=label)
+            any_eval = True
+            ax_s.plot(
+                x,
+                m,
+                color=c,
+                marker="o" if len(x) <= 60 else None,
+                markersize=3.5,
+                linewidth=1.8,
+                label=label,
+            )
             if seeds > 1:
                 ax_s.fill_between(x, m - s, m + s, color=c, alpha=0.2, linewidth=0)
         else:  # still in the legend, so a run without evaluations is not silently missing
@@ -122,8 +142,13 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
             ax_l.plot(x, m, color=c, linewidth=1.5)
 
     ax_s.set_title(_title(groups), fontsize=13)
+    if not any_eval:
+        ax_s.text(0.5, 0.5, "no evaluation yet", transform=ax_s.transAxes, ha="center", color="0.4")
+        ax_s.set_yticks([])
     ax_s.set_ylabel("normalised score\n(0 = random, 100 = expert)")
-    ax_s.legend(loc="best", fontsize=9, title="dataset, config (seeds)", title_fontsize=9)
+    ax_s.legend(
+        loc="best", fontsize=9, title="dataset, config (seeds): mean ± std", title_fontsize=9
+    )
     ax_s.grid(alpha=0.3)
 
     ax_q.set_ylabel("Q value")
