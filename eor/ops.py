@@ -31,6 +31,7 @@ Adding an op to the dispatch (used by the critic section at the end of this file
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -189,6 +190,8 @@ _KERNEL_MODULES: dict[str, ModuleType] = {}
 def _kernels(name: str) -> ModuleType:
     """Import `eor.kernels.<name>` lazily, re-importing it when TRITON_INTERPRET changed since:
     `triton.jit` decides at decoration time whether a kernel is compiled or interpreted."""
+    if name != "ensemble_linear":  # the others import its jit helpers: reload it first
+        _kernels("ensemble_linear")
     mod = _KERNEL_MODULES.get(name)
     interpret = _interpret()
     if mod is None:
