@@ -179,6 +179,30 @@ def test_status_of_interrupted_and_unsummarised_runs(tmp_path: Path) -> None:
     assert "| 2 (1 interrupted, 1 no summary) |" in md
 
 
+def test_stale_summary_of_a_resumed_run_is_ignored(tmp_path: Path) -> None:
+    # Interrupted at 400 updates (summary.json written then), resumed, now at 600 and going.
+    run_dir = copy_run(ETA1_S1, tmp_path / "run")
+    stale = {"status": "interrupted", "last_score": 50.0, "best_score": 50.0}
+    stale.update(total_updates=400, wall_time_s=66.0)
+    (run_dir / "summary.json").write_text(json.dumps(stale))
+    run = load_run(run_dir)
+    assert run.status == "stale summary" and not run.finished
+    assert (run.last_score, run.best_score) == (30.0, 50.0)  # from the metrics
+    assert (run.total_updates, run.wall_time_s) == (600, 100.0)
+
+
+def test_seeds_sorted_numerically(tmp_path: Path) -> None:
+    dirs = []
+    for seed in (10, 2):
+        d = copy_run(ETA1_S0, tmp_path / f"s{seed}")
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["seed"] = seed
+        (d / "config.json").write_text(json.dumps(cfg))
+        dirs.append(d)
+    (group,) = group_runs(load_runs(dirs))
+    assert group.seeds == [2, 10]
+
+
 def test_dataset_given_as_a_path_groups_by_name(tmp_path: Path) -> None:
     dirs = []
     for i, (src, path) in enumerate([(ETA1_S0, "/data/hc.hdf5"), (ETA1_S1, "/mnt/x/hc.hdf5")]):

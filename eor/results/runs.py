@@ -5,15 +5,16 @@ A run directory (see `eor train-agent`) holds::
     config.json     every config field of the run (env_name, dataset, seed, eta, ...)
     metrics.jsonl   one JSON object per line, "kind" in {"train", "rollout", "eval"},
                     each with "epoch", "updates" (total so far) and "time" (s since start)
-    summary.json    written when the run finishes: last_score, best_score, total_updates,
-                    wall_time_s, ... (absent while a run is going, or after an interruption)
+    summary.json    written when the run stops: status ("completed", "interrupted", ...),
+                    last_score, best_score, total_updates, wall_time_s, ... (absent while a
+                    run is going, or after it was killed outright)
 
 Reading is forgiving where a run can legitimately look odd and strict where a file is broken:
 
 - a truncated *last* line of metrics.jsonl (the process was killed mid-write) is dropped with a
   logged warning; a corrupt line anywhere else is an error naming the file and the line;
-- a missing summary.json means the run is still going or was interrupted: it is reported from
-  its metrics;
+- a missing summary.json means the run is still going or was killed: it is reported from its
+  metrics; so is a stale one (fewer updates than the metrics: a resumed run in progress);
 - records re-logged after a `--resume` from an earlier checkpoint replace the ones they
   repeat (the update counter went back, so the later records are the ones that count).
 """
@@ -87,14 +88,38 @@ class Run:
     summary: dict[str, Any] | None = None
 
     @property
+    def metrics_updates(self) -> int:
+        """The largest update count in metrics.jsonl (0 when it has no records)."""
+        counts = [r["updates"] for r in (*self.train, *self.rollout, *self.evals)]
+        return int(max(counts)) if counts else 0
+
+    @property
+    def current_summary(self) -> dict[str, Any] | None:
+        """summary.json's content unless missing or stale.
+
+        Stale: it counts fewer updates than the metrics, i.e. it was written when the run
+        stopped before, and the run has since been resumed and gone further.
+        """
+        s = self.summary
+        if s is None:
+            return None
+        total = s.get("total_updates")
+        if isinstance(total, (int, float)) and total < self.metrics_updates:
+            return None
+        return s
+
+    @property
     def status(self) -> str:
         """summary.json's status ("completed", "interrupted", "failed_nonfinite", ...).
 
         "completed" for a summary.json without a status field; "no summary" when there is no
-        summary.json (the run is going, or was killed before it could write one).
+        summary.json (the run is going, or was killed before it could write one); "stale
+        summary" when it is older than the metrics (a resumed run in progress).
         """
         if self.summary is None:
             return "no summary"
+        if self.current_summary is None:
+            return "stale summary"
         return str(self.summary.get("status") or "completed")
 
     @property
@@ -115,7 +140,7 @@ class Run:
         ds = self.config.get("dataset")
         if isinstance(ds, str) and ds and not _looks_like_path(ds):
             return ds
-        if self.summary and isinstance(self.summary.get("dataset"), str):
+        if self.summary and isinstance(self.summary.get("dataset"), str):  # stale is fine here
             sds = self.summary["dataset"]
             if sds and not _looks_like_path(sds):
                 return str(sds)
@@ -173,23 +198,25 @@ class Run:
     @property
     def total_updates(self) -> int:
         """Gradient updates done: summary.json's total, else the largest count in the metrics."""
-        if self.summary and self.summary.get("total_updates") is not None:
-            return int(self.summary["total_updates"])
-        counts = [r["updates"] for r in (*self.train, *self.rollout, *self.evals)]
-        return int(max(counts)) if counts else 0
+        s = self.current_summary
+        if s and s.get("total_updates") is not None:
+            return int(s["total_updates"])
+        return self.metrics_updates
 
     @property
     def wall_time_s(self) -> float | None:
         """Seconds the run took: summary.json's, else the latest record's time."""
-        if self.summary and self.summary.get("wall_time_s") is not None:
-            return float(self.summary["wall_time_s"])
+        s = self.current_summary
+        if s and s.get("wall_time_s") is not None:
+            return float(s["wall_time_s"])
         times = [r["time"] for r in (*self.train, *self.rollout, *self.evals) if "time" in r]
         return float(max(times)) if times else None
 
     def _prefer_summary(self, key: str, from_metrics: float | None) -> float | None:
-        if self.summary is None or self.summary.get(key) is None:
+        s = self.current_summary
+        if s is None or s.get(key) is None:
             return from_metrics
-        value = float(self.summary[key])
+        value = float(s[key])
         if from_metrics is not None and not math.isclose(
             value, from_metrics, rel_tol=1e-9, abs_tol=_AGREE_ATOL
         ):
@@ -379,7 +406,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(r.group_key(), []).append(r)
-    out = [Group(k, sorted(v, key=lambda r: str(r.seed))) for k, v in groups.items()]
+    out = [Group(k, sorted(v, key=_seed_order)) for k, v in groups.items()]
     for g in out:
         seeds = [str(s) for s in g.seeds]
         if len(set(seeds)) < len(seeds):
@@ -389,6 +416,14 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
                 ", ".join(str(r.path) for r in g.runs),
             )
     return sorted(out, key=lambda g: (g.dataset, g.key))
+
+
+def _seed_order(run: Run) -> tuple[int, float, str]:
+    """Numeric seeds in numeric order (2 before 10), then anything else by its text."""
+    seed = run.seed
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, float(seed), "")
+    return (1, 0.0, str(seed))
 
 
 def differing_fields(groups: Sequence[Group]) -> list[str]:
@@ -407,9 +442,9 @@ def differing_fields(groups: Sequence[Group]) -> list[str]:
 
 
 def group_label(group: Group, fields: Sequence[str], *, with_dataset: bool = True) -> str:
-    """ "halfcheetah-random-v2, eta=1.0" style label naming the fields that differ."""
+    """A label such as "halfcheetah-random-v2, eta=1.0": the dataset and the fields that differ."""
     parts = [group.dataset] if with_dataset else []
-    skip = {"env_name", "dataset"}  # already named by the dataset part
+    skip = {"env_name", "dataset", "dataset_name"}  # already named by the dataset part
     parts += [f"{k}={group.config.get(k)}" for k in fields if k not in skip]
     if not parts and with_dataset:
         return group.dataset
