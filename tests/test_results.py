@@ -348,8 +348,8 @@ def test_report_markdown_default() -> None:
         "seeds",
         "last score",
         "best score",
-        "updates",
-        "wall time",
+        "updates (mean)",
+        "wall time (mean)",
     ]
     assert cells[2] == [
         "halfcheetah-random-v2",

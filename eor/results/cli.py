@@ -86,8 +86,8 @@ def report(run_dirs: tuple[Path, ...], fmt: str) -> None:
     directories below it. Per group: the last and the best D4RL normalised score as mean ±
     std over seeds, the number of seeds, the mean number of updates and the mean wall time.
     The last score is a run's last evaluation; the best is its best evaluation (summary.json's
-    values when the run finished). Runs without summary.json (running or interrupted) are
-    reported from their metrics.
+    values when it is there and current). Runs without one (still running, killed, or resumed
+    and going on) are reported from their metrics.jsonl.
 
     The std is the population std over seeds (ddof=0): sqrt(mean((x - mean)^2)), 0 for a
     single seed. A score shown with (n=K) is over the K seeds evaluated so far.

@@ -120,7 +120,15 @@ def format_duration(seconds: float | None) -> str:
 
 def to_markdown(stats: Sequence[GroupStats]) -> str:
     """A markdown table with a one-line note on the score and the std convention."""
-    header = ["dataset", "config", "seeds", "last score", "best score", "updates", "wall time"]
+    header = [
+        "dataset",
+        "config",
+        "seeds",
+        "last score",
+        "best score",
+        "updates (mean)",
+        "wall time (mean)",
+    ]
     rows = []
     for s in stats:
         seeds = str(s.n_runs)
