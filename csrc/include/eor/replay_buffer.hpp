@@ -517,8 +517,11 @@ inline void sample_mixed(const std::vector<ReplayBuffer*>& buffers,
     auto lock = buffers[i]->lock();
     try {
       buffers[i]->sample_locked(counts[i], replace, out.offset(row, s, a), "sample_mixed");
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string(e.what()) + " (buffer " + std::to_string(i) + ")");
+    } catch (const std::invalid_argument& e) {  // name the buffer: "sample_mixed: buffer 1: ..."
+      const std::string prefix = "sample_mixed: ", msg = e.what();
+      const bool has_prefix = msg.compare(0, prefix.size(), prefix) == 0;
+      throw std::invalid_argument(prefix + "buffer " + std::to_string(i) + ": " +
+                                  (has_prefix ? msg.substr(prefix.size()) : msg));
     }
     row += counts[i];
   }
