@@ -402,3 +402,32 @@ def test_to_buffer_holds_exactly_the_dataset(tmp_path):
     np.testing.assert_array_equal(batch["act"][order], ds.actions[ref])
     np.testing.assert_array_equal(batch["next_obs"][order], ds.next_observations[ref])
     np.testing.assert_array_equal(batch["done"][order], ds.terminals[ref])
+
+
+@pytest.mark.parametrize("with_next", [True, False])
+def test_qlearning_matches_row_loop_reference(with_next):
+    """Random episode layouts (terminals and timeouts anywhere, including the last row)."""
+    from eor.data.ref import qlearning_loop_ref
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 5, 200):
+        raw = {k: v[:n].copy() for k, v in _hopper_raw(200, with_next, seed=n).items()}
+        raw["terminals"] = rng.random(n) < 0.1
+        raw["timeouts"] = (rng.random(n) < 0.1) & ~raw["terminals"]
+        raw["timeouts"][-1] = rng.random() < 0.5
+        got, ref = qlearning_arrays(raw), qlearning_loop_ref(raw)
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{key} n={n}")
+
+
+def test_qlearning_copy_semantics():
+    raw = _hopper_raw(n=40)
+    raw["timeouts"][:] = False
+    q = qlearning_arrays(raw)  # default: never shares memory with the input
+    assert not any(np.shares_memory(q[k], raw[k]) for k in ("observations", "actions"))
+    shared = qlearning_arrays(raw, copy=False)  # nothing dropped, already float32: no copy
+    assert np.shares_memory(shared["observations"], raw["observations"])
+    raw64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in raw.items()}
+    q64 = qlearning_arrays(raw64, copy=False)
+    assert q64["observations"].dtype == np.float32
+    np.testing.assert_array_equal(q64["observations"], raw["observations"])

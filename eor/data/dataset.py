@@ -189,20 +189,23 @@ def validate_raw(raw: Mapping[str, np.ndarray], env: EnvSpec, where: str = "data
     for key in ("observations", "actions", "rewards", "next_observations"):
         if key in raw:
             arr = np.asarray(raw[key])
+            if np.isfinite(arr).all():  # one fast pass; the per-row count only on failure
+                continue
             finite = np.isfinite(arr).reshape(n, -1).all(axis=1)
-            if not finite.all():
-                bad = np.flatnonzero(~finite)
-                raise DatasetError(
-                    f"{where}: {key} has NaN or inf in {bad.size} of {n} rows "
-                    f"(first at row {int(bad[0])})"
-                )
+            bad = np.flatnonzero(~finite)
+            raise DatasetError(
+                f"{where}: {key} has NaN or inf in {bad.size} of {n} rows "
+                f"(first at row {int(bad[0])})"
+            )
     return n
 
 
-def qlearning_arrays(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def qlearning_arrays(raw: Mapping[str, np.ndarray], *, copy: bool = True) -> dict[str, np.ndarray]:
     """SPEC 1's Q-learning form of validated raw arrays (see the module docstring).
 
     Returns float32 C-contiguous observations, actions, rewards, next_observations, terminals.
+    copy=False lets an output share memory with `raw` when nothing is dropped and the input is
+    already float32 C-contiguous (the loader owns its freshly read arrays, so it saves a copy).
     """
     n = int(raw["observations"].shape[0])
     rewards = np.asarray(raw["rewards"]).reshape(n)
@@ -214,10 +217,12 @@ def qlearning_arrays(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     )
     obs, act = raw["observations"], raw["actions"]
     if "next_observations" in raw:
-        return _select(obs, act, rewards, raw["next_observations"], terminals, ~timeouts)
+        return _select(obs, act, rewards, raw["next_observations"], terminals, ~timeouts, copy)
     # Row i needs obs[i + 1]; the last row has none and is dropped. All four slices below are
-    # views aligned on i, so the boolean mask picks matching rows from each.
-    return _select(obs[:-1], act[:-1], rewards[:-1], obs[1:], terminals[:-1], ~timeouts[:-1])
+    # views aligned on i, so the same mask picks matching rows from each. They alias `obs`,
+    # so they are always copied.
+    keep = ~timeouts[:-1]
+    return _select(obs[:-1], act[:-1], rewards[:-1], obs[1:], terminals[:-1], keep, True)
 
 
 def episode_returns(
@@ -248,10 +253,34 @@ def _select(
     next_obs: np.ndarray,
     term: np.ndarray,
     keep: np.ndarray,
+    copy: bool,
 ) -> dict[str, np.ndarray]:
+    """Rows where `keep` is True, as float32 C-contiguous arrays.
+
+    Dropped rows (timeouts) are rare and split the kept rows into few long runs, so the rows
+    are copied run by run (memcpy speed, and the cast to float32 happens in the same pass)
+    rather than through a boolean-mask gather, which is about twice as slow.
+    """
+    m = int(keep.sum())
+    edges = np.diff(np.concatenate([[0], keep.view(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
     def pick(a: np.ndarray) -> np.ndarray:
-        # Boolean indexing already returns a fresh C-contiguous array; asarray only casts.
-        return np.ascontiguousarray(a[keep], dtype=np.float32)
+        a = np.asarray(a)
+        if len(starts) == 1 and starts[0] == 0 and ends[0] == len(a):
+            return (
+                np.array(a, dtype=np.float32, order="C")
+                if copy
+                else np.ascontiguousarray(a, np.float32)
+            )
+        if len(starts) > 4096:  # many short runs: one gather is cheaper than a Python loop
+            return np.ascontiguousarray(a[keep], dtype=np.float32)
+        out = np.empty((m,) + a.shape[1:], np.float32)
+        j = 0
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            out[j : j + e - s] = a[s:e]
+            j += e - s
+        return out
 
     return {
         "observations": pick(obs),

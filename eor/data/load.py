@@ -65,7 +65,7 @@ def load_file(
     raw, attrs = read_raw(path)
     spec = _env_for_file(path, attrs, env)
     validate_raw(raw, spec, where=str(path))
-    arrays = qlearning_arrays(raw)
+    arrays = qlearning_arrays(raw, copy=False)  # raw was read fresh from the file: ours
     name = _name_from_file(path, attrs) or path.stem
     logger.info("loaded %s from %s %s (%d transitions)", name, source, path, len(arrays["rewards"]))
     return Dataset.from_arrays(
