@@ -245,7 +245,10 @@ def test_cli_collect_and_datasets(tmp_path):
     ends = np.flatnonzero(raw["terminals"])
     starts = np.concatenate([[0], ends[:-1] + 1])
     returns = np.array(
-        [raw["rewards"][s : e + 1].astype(np.float64).sum() for s, e in zip(starts, ends)]
+        [
+            raw["rewards"][s : e + 1].astype(np.float64).sum()
+            for s, e in zip(starts, ends, strict=True)
+        ]
     )
     assert f"episodes     {len(returns)} complete" in res.output
     assert f"return       mean {returns.mean():.2f}" in res.output
