@@ -18,6 +18,15 @@ from eor.dynamics.model import (
 S, A = 5, 3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes gain nothing from threads, and on a shared 2-core machine they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _never_done(next_obs: torch.Tensor) -> torch.Tensor:
     return torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device)
 

@@ -1,11 +1,26 @@
 """Probabilistic dynamics ensemble (SPEC section 2) and `eor train-model`.
 
 model = eor.dynamics.load(model_dir, env="halfcheetah", device="cpu")
-next_obs, reward, done = model.step(obs, act, generator)
+next_obs, reward, done = model.step(obs, act, generator)   # [B, S], [B], [B] bool
+model.obs_dim, model.act_dim, model.env_name, model.elites
 """
 
 from __future__ import annotations
 
+from eor.dynamics.io import DynamicsLoadError, load, read_meta, train_to_dir
 from eor.dynamics.model import DynamicsEnsemble, Normalizer, bound_logvar, gaussian_nll_loss
+from eor.dynamics.train import DynamicsConfig, DynamicsTrainer, EarlyStopping
 
-__all__ = ["DynamicsEnsemble", "Normalizer", "bound_logvar", "gaussian_nll_loss"]
+__all__ = [
+    "DynamicsConfig",
+    "DynamicsEnsemble",
+    "DynamicsLoadError",
+    "DynamicsTrainer",
+    "EarlyStopping",
+    "Normalizer",
+    "bound_logvar",
+    "gaussian_nll_loss",
+    "load",
+    "read_meta",
+    "train_to_dir",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,7 @@ class DynamicsEnsemble(nn.Module):
         self.num_hidden = num_hidden
         self.env_name = env_name
         self._termination_fn = termination_fn
+        self.meta: dict[str, Any] = {}  # what `eor.dynamics.load` read from meta.json
 
         sizes = [obs_dim + act_dim] + [hidden_dim] * num_hidden + [2 * self.out_dim]
         self.weights = nn.ParameterList()
