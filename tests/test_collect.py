@@ -263,6 +263,19 @@ def test_cli_collect_and_datasets(tmp_path):
     assert res.exit_code == 2 and "--steps" in res.output
     res = runner.invoke(main, ["datasets", "info", "walker2d-random-v2"])
     assert res.exit_code == 1 and "eor collect walker2d-random-v2" in res.output
+    res = runner.invoke(main, ["datasets", "info", str(tmp_path / "missing.hdf5")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+    # A file in D4RL's cache is listed under it, and `info` takes a path as well.
+    d4rl = tmp_path / "d4rl" / "hopper_medium-v2.hdf5"
+    d4rl.parent.mkdir()
+    d4rl.write_bytes((tmp_path / "eor" / "hopper_random-v2.hdf5").read_bytes())
+    res = runner.invoke(main, ["datasets", "list"])
+    assert res.exit_code == 0, res.output
+    d4rl_part = res.output.split("eor store")[0]
+    assert str(tmp_path / "d4rl") in d4rl_part and "hopper_medium-v2.hdf5" in d4rl_part
+    res = runner.invoke(main, ["datasets", "info", str(d4rl)])
+    assert res.exit_code == 0 and f"episodes     {len(returns)} complete" in res.output
 
 
 def test_cli_collect_policy_checkpoint(tmp_path):

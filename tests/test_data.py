@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 
-import eor
 from eor.data import DatasetError, load_dataset, qlearning_arrays, read_raw, sources, validate_raw
 from eor.envs import get_env
 
@@ -292,7 +291,7 @@ def test_resolution_order_and_logging(tmp_path, caplog):
     eor_file = _write_h5(tmp_path / "eor" / "hopper_medium_replay-v2.hdf5", _hopper_raw(seed=2))
     with caplog.at_level(logging.INFO, logger="eor.data"):
         ds = load_dataset(name)
-    assert ds.source == f"D4RL cache:{d4rl_file}"
+    assert ds.source == f"D4RL cache:{d4rl_file}" and ds.name == name
     assert any("D4RL cache" in r.getMessage() and r.name == "eor.data" for r in caplog.records)
     expected = qlearning_arrays(_hopper_raw(seed=1))
     np.testing.assert_array_equal(ds.observations, expected["observations"])
@@ -388,7 +387,6 @@ def test_read_raw_ignores_infos(tmp_path):
 # ----------------------------------------------------------------------------- buffer
 
 
-@pytest.mark.skipif(not eor.CORE_AVAILABLE, reason="the C++ core (eor._core) did not load")
 def test_to_buffer_holds_exactly_the_dataset(tmp_path):
     p = _write_h5(tmp_path / "hopper_random-v2.hdf5", _hopper_raw(n=64))
     ds = load_dataset(p)

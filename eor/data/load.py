@@ -58,7 +58,11 @@ def _env_for_file(path: Path, attrs: dict[str, Any], env: str | EnvSpec | None) 
 
 
 def load_file(
-    path: str | Path, *, env: str | EnvSpec | None = None, source: str = "file"
+    path: str | Path,
+    *,
+    env: str | EnvSpec | None = None,
+    source: str = "file",
+    name: str | None = None,
 ) -> Dataset:
     """Load, validate and convert one D4RL-style HDF5 or .npz file."""
     path = Path(path).expanduser()
@@ -66,7 +70,7 @@ def load_file(
     spec = _env_for_file(path, attrs, env)
     validate_raw(raw, spec, where=str(path))
     arrays = qlearning_arrays(raw, copy=False)  # raw was read fresh from the file: ours
-    name = _name_from_file(path, attrs) or path.stem
+    name = name or _name_from_file(path, attrs) or path.stem
     logger.info("loaded %s from %s %s (%d transitions)", name, source, path, len(arrays["rewards"]))
     return Dataset.from_arrays(
         arrays, name=name, env=spec, source=f"{source}:{path}", path=path, metadata=attrs
@@ -166,7 +170,7 @@ def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) 
     if from_minari is not None:
         return from_minari
     if source in ("D4RL cache", "eor store"):
-        return load_file(location, env=spec, source=source)
+        return load_file(location, env=spec, source=source, name=text)
 
     raise FileNotFoundError(not_found_message(text))
 
