@@ -54,6 +54,7 @@ NON_GROUPING_FIELDS: frozenset[str] = frozenset(
         "eor_version",
         "quiet",
         "save_every",
+        "checkpoint_every",
         "log_every",
         "load_model_dir",
         "save_path",
