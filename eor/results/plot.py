@@ -3,9 +3,10 @@
 Three panels share the x axis (gradient updates):
 
 1. the D4RL normalised evaluation score;
-2. the Q-value statistics: Q(s, π(s)) mean over the batch, with a band of ± q_policy_std, and
-   q_random_std (the critics' disagreement at uniform random actions; the edge-of-reach
-   failure shows as Q values blowing up while this stays small or grows with them);
+2. the Q-value statistics: Q(s, π(s)) mean over critics and batch, with a band of
+   ± q_policy_std (the std across the critic ensemble, averaged over the batch), and
+   q_random_std (the same std at uniform random actions). The edge-of-reach failure shows as
+   Q values blowing up; RAVL's ensemble penalty keeps them bounded;
 3. the critic loss (log scale when all positive and spanning more than a decade).
 
 Seeds are aligned on the update count: at each update count the mean and the population std
@@ -57,7 +58,7 @@ def aligned(
 
 
 def _seeds_text(group: Group) -> str:
-    """ "seed 0", "seeds 0, 1, 2" (up to three named), else "5 seeds"."""
+    """The seeds for a legend: "seed 0", "seeds 0, 1, 2" (up to three named), else "5 seeds"."""
     seeds = [str(s) for s in group.seeds]
     if len(seeds) == 1:
         return f"seed {seeds[0]}"
@@ -162,7 +163,11 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
     ax_q.legend(
         handles=[
             Line2D(
-                [], [], color="0.2", linewidth=1.5, label="Q(s, π(s)) mean, band ± q_policy_std"
+                [],
+                [],
+                color="0.2",
+                linewidth=1.5,
+                label="Q(s, π(s)) mean, band ± q_policy_std (std across critics)",
             ),
             Line2D(
                 [],
@@ -170,7 +175,7 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
                 color="0.2",
                 linewidth=1.3,
                 linestyle="--",
-                label="q_random_std (critics' std at random actions)",
+                label="q_random_std (std across critics at random actions)",
             ),
         ],
         loc="best",
