@@ -158,3 +158,24 @@ def test_act_shapes_and_errors() -> None:
     assert actor.act(torch.randn(3, 4, dtype=torch.float64), True).dtype == torch.float32
     with pytest.raises(ValueError, match=r"obs must have shape \[B, 4\]"):
         actor.act(torch.randn(3, 5), deterministic=True)
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+@pytest.mark.parametrize("grouped", [True, False])
+def test_min_q_action_gradient_matches_autograd(n: int, grouped: bool) -> None:
+    """The actor step's ∇ₐ minᵢ Qᵢ (through the selected critic only) equals autograd's."""
+    critic = VectorizedCritic(7, 3, 32, n).double()
+    with torch.no_grad():  # larger weights: rows pick different critics, many ReLUs switch
+        for w in critic.weights:
+            w.normal_(0, 0.3)
+    obs = torch.randn(40, 7, dtype=torch.float64)
+    act = (torch.rand(40, 3, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    q_full = critic(obs, act)  # [N, B]
+    q_full.min(0).values.sum().backward()
+    q, q_min, grad = critic.min_q_and_action_grad(obs, act.detach(), grouped=grouped)
+    torch.testing.assert_close(q, q_full.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(q_min, q_full.detach().min(0).values, rtol=0, atol=0)
+    assert act.grad is not None
+    torch.testing.assert_close(grad, act.grad, rtol=1e-10, atol=1e-12)
+    if n > 1:
+        assert len(set(q_full.argmin(0).tolist())) > 1  # the case exercises several critics

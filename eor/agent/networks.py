@@ -189,6 +189,55 @@ class VectorizedCritic(nn.Module):
         return h.squeeze(-1)  # [N, B]
 
     @torch.no_grad()
+    def min_q_and_action_grad(
+        self, obs: Tensor, act: Tensor, *, grouped: bool | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Q `[N, B]`, q_min = minᵢ Qᵢ(s, a) `[B]` and ∇ₐ q_min `[B, A]`, without autograd.
+
+        The actor step needs only ∇ₐ minᵢ Qᵢ, and the min picks one critic i*(b) per row, so
+        the backward runs through that critic alone (as autograd's min backward routes the
+        whole gradient to the selected index; ties go to the index `min` returns):
+
+            δ_L = w_L[i*],  δ_l = m_l[i*, b] ⊙ (δ_{l+1} W_{l+1}[i*]ᵀ),  ∇ₐ = δ_1 W_1[i*, S:]ᵀ,
+
+        with m_l the ReLU masks of the forward. That is 1/N of the backward GEMM work autograd
+        does over all N critics (whose gradients the min then discards).
+
+        grouped: run the per-row matmuls as one GEMM per critic over its rows (default on the
+        CPU: it reads the group sizes on the host, free there but a sync on a GPU); otherwise a
+        dense batched GEMM over all critics with the other rows zeroed (sync-free, N× the work).
+        """
+        if grouped is None:
+            grouped = obs.device.type == "cpu"
+        ws, bs = self.params(detach=True)
+        h = torch.cat([obs, act], dim=-1)  # [B, S+A]
+        hidden = []
+        for w, b in zip(ws[:-1], bs[:-1], strict=True):
+            h = ops.ensemble_linear(h, w, b, "relu")  # [N, B, H]
+            hidden.append(h)
+        q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
+        q_min, idx = q.min(dim=0)  # [B], [B]
+        rows = torch.arange(q.shape[1], device=q.device)
+        delta = ws[-1][idx, :, 0]  # [B, H]: ∂q/∂h_L for each row's critic
+        if grouped:
+            order = torch.argsort(idx)  # rows grouped by critic
+            counts = torch.bincount(idx, minlength=self.num_critics).tolist()
+        for layer in range(len(hidden) - 1, -1, -1):
+            delta = delta * (hidden[layer][idx, rows] > 0)  # [B, H_l]
+            w = ws[layer]
+            if layer == 0:
+                w = w[:, self.obs_dim :, :]  # [N, A, H]: only the action rows are needed
+            if grouped:
+                parts = delta[order].split(counts)  # per critic: [n_i, H_l]
+                out = torch.cat([p @ w[i].T for i, p in enumerate(parts) if p.shape[0]])
+                delta = torch.empty_like(out).index_copy_(0, order, out)  # [B, I_l]
+            else:
+                dense = delta.new_zeros(self.num_critics, *delta.shape)  # [N, B, H_l]
+                dense[idx, rows] = delta
+                delta = torch.bmm(dense, w.transpose(1, 2))[idx, rows]  # [B, I_l]
+        return q, q_min, delta
+
+    @torch.no_grad()
     def q_values(self, obs: Tensor, act: Tensor, *, reduce: str | None = None) -> Tensor:
         """No-grad Q: `[N, B]`, or the min over critics `[B]` with reduce="min"."""
         x = torch.cat([obs, act], dim=-1)  # [B, S+A]

@@ -13,8 +13,9 @@ One `RAVL.update(batch)` does, in this order (the reference's, which EDAC's pape
 Where it departs from the reference (`eor.ref.RAVLRef`, CORL's EDAC as RAVL adapted it) for speed,
 with the same result up to rounding:
 
-* the actor step differentiates the critics with respect to the action only (detached critic
-  weights): the reference also computes the critic weights' gradients there and throws them away;
+* the actor step differentiates the critics with respect to the action only, and only through
+  the critic attaining the min for each row (1/N of the backward work): the reference also
+  computes every critic's weight gradients there and throws them away;
 * the critic loss and its gradients come from `eor.ops.critic_loss` (closed form, one forward
   shared by the TD and diversity terms) instead of autograd double backward over an input
   repeated per critic;
@@ -229,13 +230,17 @@ class RAVL:
         """L_π = mean(α · log π(ã|s) − minᵢ Qᵢ(s, ã)), ã ~ π, with the current α.
 
         Returns (loss, log π(ã|s) `[B]` detached, Q(s, ã) `[N, B]` detached). Gradients flow to
-        the actor only: the critics enter with detached weights.
+        the actor only: the critics' action gradient is computed without autograd and only
+        through the critic that attains the min (`VectorizedCritic.min_q_and_action_grad`).
         """
         action, log_prob = self.actor(obs, generator=self.generator)  # [B, A], [B]
         assert log_prob is not None
-        q = self.critic(obs, action, detach_params=True)  # [N, B]
-        loss = (self.alpha * log_prob - q.min(dim=0).values).mean()
-        return loss, log_prob.detach(), q.detach()
+        q, q_min, grad_a = self.critic.min_q_and_action_grad(obs, action.detach())
+        # minᵢ Qᵢ(s, ã) as a function of ã for autograd: its value exactly (the added term is
+        # 0) and its gradient ∇ₐ minᵢ Qᵢ, computed above through the selected critic only.
+        q_min = q_min + ((action - action.detach()) * grad_a).sum(dim=-1)  # [B]
+        loss = (self.alpha * log_prob - q_min).mean()
+        return loss, log_prob.detach(), q
 
     @torch.no_grad()
     def _critic_target(self, rew: Tensor, next_obs: Tensor, done: Tensor) -> Tensor:

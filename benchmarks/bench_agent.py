@@ -1,0 +1,258 @@
+"""RAVL agent speed: updates per second of eor's learner against the plain autograd reference.
+
+Both sides do one whole update per call, batch sampling included:
+
+* ref: `eor.ref.sample_mixed_ref` (numpy `Generator.choice` without replacement per buffer,
+  gather, concatenate: the reference's own way) + `eor.ref.RAVLRef.update` (CORL-style critics
+  fed an input repeated per critic, autograd double backward for the diversity term,
+  q_random_std and `.item()` on every update);
+* eor: `eor.sample_mixed` from two `eor.ReplayBuffer`s + `eor.agent.RAVL.update`.
+
+The two run interleaved, call by call, so that machine noise (a shared CPU) hits both alike.
+Defaults: halfcheetah dims (S 17, A 6), batch 256 (12 real + 244 model), hidden 256, η 1,
+N ∈ {10, 50}. Also reported: the machine's matmul ceiling (a large float32 GEMM, measured in the
+same run), the FLOPs an update needs (analytic count of its GEMM work) and the fraction of the
+ceiling each side achieves, and one rollout phase and one evaluation phase of the training loop.
+
+    python benchmarks/bench_agent.py [--quick]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import eor  # noqa: E402
+from benchmarks.common import parse_args, print_table, timeit, write_results  # noqa: E402
+from eor.agent import RAVL, RAVLConfig  # noqa: E402
+from eor.ref import ActorRef, RAVLRef, VectorizedCriticRef, sample_mixed_ref  # noqa: E402
+
+S, A, B, H = 17, 6, 256, 256
+REAL, MODEL = 12, 244  # int(0.05 · 256) real, the rest model
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 GEMM rate (GFLOP/s, best of `repeats`), in this process."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    stats = timeit(lambda: a @ b, repeats=repeats, warmup=2)
+    return 2 * n**3 / stats["min_s"] / 1e9
+
+
+def update_flops(n: int, b: int = B, s: int = S, a: int = A, h: int = H) -> float:
+    """GEMM FLOPs one RAVL update needs (the work any implementation must do).
+
+    A critic "pass" (one B-row GEMM through every layer of all N critics) costs
+    P = 2·B·N·((S+A)·H + 2H² + H); an actor pass Pa = 2·B·(S·H + 2H² + 2·H·A). An update needs:
+    target forward (P), actor step forward + ∂Q/∂a (2P), critic forward, the shared δ chain
+    (∂Q/∂x, used by TD and diversity), the diversity's second-order chain and one weight-gradient
+    GEMM per layer (4P); the actor: α-step forward, actor forward + backward (input and weight
+    gradients), target-action forward (5 Pa).
+    """
+    p = 2 * b * n * ((s + a) * h + 2 * h * h + h)
+    pa = 2 * b * (s * h + 2 * h * h + 2 * h * a)
+    return 7 * p + 5 * pa
+
+
+def synthetic_arrays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "obs": rng.standard_normal((n, S), dtype=np.float32),
+        "act": rng.uniform(-1, 1, (n, A)).astype(np.float32),
+        "rew": rng.standard_normal(n, dtype=np.float32),
+        "next_obs": rng.standard_normal((n, S), dtype=np.float32),
+        "done": (rng.random(n) < 0.01).astype(np.float32),
+    }
+
+
+def reference_like(learner: RAVL) -> RAVLRef:
+    """The reference learner with the same initial weights."""
+    c = learner.config
+    actor = ActorRef(c.obs_dim, c.act_dim, c.hidden_dim, c.max_action)
+    actor.load_state_dict(learner.actor.state_dict())
+    critic = VectorizedCriticRef(c.obs_dim, c.act_dim, c.hidden_dim, c.num_critics)
+    critic.load_stacked(*learner.critic.params(detach=True))
+    return RAVLRef(actor, critic, gamma=c.gamma, tau=c.tau, eta=c.eta)
+
+
+def interleaved(fns: dict[str, Any], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Time each fn once per round, alternating, after `warmup` calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(timeit(fn, repeats=1, warmup=0)["median_s"])
+    out = {}
+    for name, ts in times.items():
+        ts = sorted(ts)
+        out[name] = {
+            "median_s": float(np.median(ts)),
+            "min_s": ts[0],
+            "max_s": ts[-1],
+            "spread_s": ts[(3 * len(ts)) // 4] - ts[len(ts) // 4],
+            "repeats": len(ts),
+        }
+    return out
+
+
+def bench_updates(
+    n: int,
+    real: dict[str, np.ndarray],
+    model: dict[str, np.ndarray],
+    rounds: int,
+    ceiling: float,
+    warmup: int,
+) -> list[dict[str, Any]]:
+    learner = RAVL(RAVLConfig(obs_dim=S, act_dim=A, hidden_dim=H, num_critics=n, eta=1.0), seed=0)
+    ref = reference_like(learner)
+    real_buf = eor.ReplayBuffer.from_arrays(**real, seed=1)
+    model_buf = eor.ReplayBuffer.from_arrays(**model, seed=2)
+    rng = np.random.default_rng(0)
+
+    def eor_update() -> None:
+        learner.update(eor.sample_mixed([real_buf, model_buf], [REAL, MODEL]))
+
+    def ref_update() -> None:
+        ref.update(sample_mixed_ref([real, model], [REAL, MODEL], rng))
+
+    stats = interleaved({"ref": ref_update, "eor": eor_update}, rounds=rounds, warmup=warmup)
+    flops = update_flops(n)
+    rows = []
+    for impl in ("ref", "eor"):
+        st = stats[impl]
+        ups = 1.0 / st["median_s"]
+        rows.append(
+            {
+                "case": f"update N={n}",
+                "impl": impl,
+                "median_ms": 1e3 * st["median_s"],
+                "spread_ms": 1e3 * st["spread_s"],
+                "min_ms": 1e3 * st["min_s"],
+                "updates_per_s": ups,
+                "gflop_per_update": flops / 1e9,
+                "gflops": flops * ups / 1e9,
+                "ceiling_frac": flops * ups / 1e9 / ceiling,
+                "repeats": st["repeats"],
+            }
+        )
+    rows[1]["vs_ref"] = stats["ref"]["median_s"] / stats["eor"]["median_s"]
+    return rows
+
+
+def bench_phases(quick: bool, real: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], str]:
+    """One rollout phase and one evaluation phase of the training loop (eor.agent)."""
+    try:
+        from eor.agent.evaluate import evaluate
+        from eor.agent.rollout import rollout_phase
+        from eor.dynamics import DynamicsEnsemble
+        from eor.envs import get_env
+    except ImportError as exc:  # a part of eor that is not there yet
+        return [], f"phases not timed: {exc}"
+    spec = get_env("halfcheetah")
+    learner = RAVL(RAVLConfig(obs_dim=S, act_dim=A), seed=0)
+    model = DynamicsEnsemble(
+        S, A, env_name="halfcheetah", generator=torch.Generator().manual_seed(0)
+    )
+    rollouts, k = (2_000, 5) if quick else (50_000, 5)
+    real_buf = eor.ReplayBuffer.from_arrays(**real, seed=3)
+    rows = []
+    model_buf = eor.ReplayBuffer(rollouts * k, S, A, seed=4)
+    t0 = time.perf_counter()
+    stats = rollout_phase(
+        learner.actor,
+        model,
+        real_buf,
+        model_buf,
+        num_rollouts=rollouts,
+        steps_k=k,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
+    )
+    rows.append(
+        {
+            "case": f"rollout phase ({rollouts} x {k}, untrained 7-member model)",
+            "impl": "eor",
+            "median_ms": 1e3 * (time.perf_counter() - t0),
+            "transitions": stats.transitions_added,
+            "repeats": 1,
+        }
+    )
+    episodes, max_steps = (10, 50) if quick else (10, None)
+    t0 = time.perf_counter()
+    result = evaluate(
+        learner.actor, spec, episodes=episodes, seed=0, device="cpu", max_steps=max_steps
+    )
+    rows.append(
+        {
+            "case": f"eval phase ({episodes} episodes x {int(result['length_mean'])} steps)",
+            "impl": "eor",
+            "median_ms": 1e3 * (time.perf_counter() - t0),
+            "repeats": 1,
+        }
+    )
+    return rows, ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    torch.manual_seed(0)
+    rounds = {10: 4, 50: 2} if args.quick else {10: 30, 50: 10}
+    rng = np.random.default_rng(0)
+    real = synthetic_arrays(20_000 if args.quick else 200_000, rng)
+    model = synthetic_arrays(50_000 if args.quick else 250_000, rng)
+    ceiling = matmul_gflops()
+    print(
+        f"matmul ceiling: {ceiling:.1f} GFLOP/s (2048² float32, {torch.get_num_threads()} threads)"
+    )
+    rows: list[dict[str, Any]] = []
+    speedups: dict[str, float] = {}
+    for n in (10, 50):
+        update_rows = bench_updates(n, real, model, rounds[n], ceiling, 1 if args.quick else 3)
+        rows += update_rows
+        speedups[f"update_n{n}_vs_ref"] = update_rows[1]["vs_ref"]
+    phase_rows, note = bench_phases(args.quick, real)
+    rows += phase_rows
+    if note:
+        print(note)
+    print_table(
+        rows,
+        [
+            "case",
+            "impl",
+            "median_ms",
+            "spread_ms",
+            "updates_per_s",
+            "gflops",
+            "ceiling_frac",
+            "vs_ref",
+        ],
+    )
+    extra = {
+        "matmul_ceiling_gflops": ceiling,
+        "quick": bool(args.quick),
+        "config": {
+            "S": S,
+            "A": A,
+            "batch": B,
+            "hidden": H,
+            "eta": 1.0,
+            "real": REAL,
+            "model": MODEL,
+        },
+        "ops_backends": eor.ops.backend_report(torch.device("cpu")),
+    }
+    if note:
+        extra["phases_note"] = note
+    path = write_results("agent", rows, speedups, out=args.out, extra=extra)
+    print(f"speedups: {speedups}\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
