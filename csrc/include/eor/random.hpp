@@ -26,6 +26,17 @@ inline std::uint64_t splitmix64(std::uint64_t& x) {
   return z ^ (z >> 31);
 }
 
+/// High 64 bits of the 128-bit product a * b, and the low 64 bits in `lo`, from 32-bit halves
+/// (for compilers without unsigned __int128, e.g. MSVC).
+inline std::uint64_t mul_hi_lo_portable(std::uint64_t a, std::uint64_t b, std::uint64_t& lo) {
+  const std::uint64_t a_lo = a & 0xFFFFFFFFULL, a_hi = a >> 32;
+  const std::uint64_t b_lo = b & 0xFFFFFFFFULL, b_hi = b >> 32;
+  const std::uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi, hl = a_hi * b_lo, hh = a_hi * b_hi;
+  const std::uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFULL) + (hl & 0xFFFFFFFFULL);
+  lo = (mid << 32) | (ll & 0xFFFFFFFFULL);
+  return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+}
+
 /// High 64 bits of the 128-bit product a * b, and the low 64 bits in `lo`.
 inline std::uint64_t mul_hi_lo(std::uint64_t a, std::uint64_t b, std::uint64_t& lo) {
 #if defined(__SIZEOF_INT128__)
@@ -34,12 +45,7 @@ inline std::uint64_t mul_hi_lo(std::uint64_t a, std::uint64_t b, std::uint64_t& 
   lo = static_cast<std::uint64_t>(m);
   return static_cast<std::uint64_t>(m >> 64);
 #else
-  const std::uint64_t a_lo = a & 0xFFFFFFFFULL, a_hi = a >> 32;
-  const std::uint64_t b_lo = b & 0xFFFFFFFFULL, b_hi = b >> 32;
-  const std::uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi, hl = a_hi * b_lo, hh = a_hi * b_hi;
-  const std::uint64_t mid = (ll >> 32) + (lh & 0xFFFFFFFFULL) + (hl & 0xFFFFFFFFULL);
-  lo = (mid << 32) | (ll & 0xFFFFFFFFULL);
-  return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+  return mul_hi_lo_portable(a, b, lo);
 #endif
 }
 
