@@ -10,16 +10,16 @@ so D4RL's ant data has zeros in those 84 columns while the v4 env reports real o
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
-from torch import Tensor
 
-from eor.envs import termination as _term
+if TYPE_CHECKING:
+    from torch import Tensor
 
 logger = logging.getLogger("eor.envs")
 
@@ -38,7 +38,9 @@ DATASET_VERSION = "v2"
 class EnvSpec:
     """One row of the registry.
 
-    `termination_fn(next_obs [..., S]) -> bool [...]` is SPEC 3's batched rule on torch tensors.
+    `termination_fn(next_obs [..., S]) -> bool [...]` is SPEC 3's batched rule on torch tensors
+    (`termination` names its function in eor.envs.termination, imported on first use so that
+    the registry, `eor collect` and `eor datasets` do not import torch).
     """
 
     name: str
@@ -47,7 +49,7 @@ class EnvSpec:
     gym_id: str
     ref_min_score: float
     ref_max_score: float
-    _termination: Callable[[Tensor], Tensor] = field(repr=False, compare=False)
+    termination: str = field(repr=False)
     gym_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,7 +76,8 @@ class EnvSpec:
                 f"termination_fn({self.name}): next_obs must have shape [..., {self.obs_dim}], "
                 f"got {tuple(next_obs.shape)}"
             )
-        return self._termination(next_obs)
+        module = importlib.import_module("eor.envs.termination")
+        return getattr(module, self.termination)(next_obs)
 
     def dataset_names(self) -> list[str]:
         """All D4RL dataset names of this env, e.g. halfcheetah-medium-v2."""
@@ -83,12 +86,10 @@ class EnvSpec:
 
 ENVS: dict[str, EnvSpec] = {
     "halfcheetah": EnvSpec(
-        "halfcheetah", 17, 6, "HalfCheetah-v4", -280.178953, 12135.0, _term.halfcheetah_termination
+        "halfcheetah", 17, 6, "HalfCheetah-v4", -280.178953, 12135.0, "halfcheetah_termination"
     ),
-    "hopper": EnvSpec("hopper", 11, 3, "Hopper-v4", -20.272305, 3234.3, _term.hopper_termination),
-    "walker2d": EnvSpec(
-        "walker2d", 17, 6, "Walker2d-v4", 1.629008, 4592.3, _term.walker2d_termination
-    ),
+    "hopper": EnvSpec("hopper", 11, 3, "Hopper-v4", -20.272305, 3234.3, "hopper_termination"),
+    "walker2d": EnvSpec("walker2d", 17, 6, "Walker2d-v4", 1.629008, 4592.3, "walker2d_termination"),
     "ant": EnvSpec(
         "ant",
         111,
@@ -96,7 +97,7 @@ ENVS: dict[str, EnvSpec] = {
         "Ant-v4",
         -325.6,
         3879.7,
-        _term.ant_termination,
+        "ant_termination",
         {"use_contact_forces": True},
     ),
 }
