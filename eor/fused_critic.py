@@ -48,7 +48,7 @@ gradients); autograd double backward of the reference spends about 18.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -230,6 +230,10 @@ def critic_loss_grads(
     return CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4])
 
 
+# (obs, act, target, weights, biases, eta, *, need_grads) -> CriticGrads-like 5-tuple
+GradsFn = Callable[..., tuple]
+
+
 class _ClosedFormLossFn(torch.autograd.Function):
     """loss = L_td + η·L_div as a scalar whose backward returns the precomputed gradients.
 
@@ -244,11 +248,12 @@ class _ClosedFormLossFn(torch.autograd.Function):
         act: Tensor,
         target: Tensor | None,
         eta: float,
+        grads_fn: GradsFn,
         *params: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         weights, biases = list(params[:4]), list(params[4:])
-        need = any(ctx.needs_input_grad[4:])  # type: ignore[attr-defined]
-        out = critic_loss_grads(obs, act, target, weights, biases, eta, need_grads=need)
+        need = any(ctx.needs_input_grad[5:])  # type: ignore[attr-defined]
+        out = CriticGrads(*grads_fn(obs, act, target, weights, biases, eta, need_grads=need))
         if need:
             assert out.weight_grads is not None and out.bias_grads is not None
             # Kept as a plain attribute (they are no inputs or outputs) and dropped in backward,
@@ -272,8 +277,8 @@ class _ClosedFormLossFn(torch.autograd.Function):
         # loss.backward() passes exactly 1: hand the gradients over as they are (no N·H² copies).
         # Checked on CPU only, where reading the value costs no device sync.
         if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
-            return (None, None, None, None, *grads)
-        return (None, None, None, None, *(g * grad_loss for g in grads))
+            return (None, None, None, None, None, *grads)
+        return (None, None, None, None, None, *(g * grad_loss for g in grads))
 
 
 def critic_loss_fused(
@@ -283,7 +288,14 @@ def critic_loss_fused(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
     eta: float,
+    *,
+    grads_fn: GradsFn | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(loss, td, diversity, q); loss differentiable w.r.t. weights and biases (closed form)."""
-    loss, td, div, q = _ClosedFormLossFn.apply(obs, act, target, float(eta), *weights, *biases)
+    """(loss, td, diversity, q); loss differentiable w.r.t. weights and biases (closed form).
+
+    grads_fn computes the values and gradients: `critic_loss_grads` (default, torch) or the
+    Triton launcher `eor.kernels.diversity.critic_loss_grads_triton` (same contract).
+    """
+    fn = critic_loss_grads if grads_fn is None else grads_fn
+    loss, td, div, q = _ClosedFormLossFn.apply(obs, act, target, float(eta), fn, *weights, *biases)
     return loss, td, div, q

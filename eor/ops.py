@@ -722,7 +722,25 @@ class CriticLoss(NamedTuple):
     q: Tensor  # [N, B], detached: Q_i(s, a)
 
 
-register_op("diversity_loss", triton=False)
+# Both run the closed form; on CUDA (or EOR_BACKEND=triton under TRITON_INTERPRET=1) its
+# GEMMs, masks and the diversity normalisation run as Triton kernels (kernels/diversity.py).
+register_op("critic_loss", triton=True)
+register_op("diversity_loss", triton=True)
+
+
+def _critic_grads_fn(weights: Sequence[Tensor]) -> Callable[..., tuple]:
+    """The Triton launcher for the closed form; float32 only: an automatic choice takes the
+    torch path for other dtypes, an explicit EOR_BACKEND=triton raises."""
+    from eor import fused_critic
+
+    if weights[0].dtype != torch.float32:
+        if requested_backend() == "triton":
+            raise BackendUnavailableError(
+                f"EOR_BACKEND=triton for the critic loss needs float32 tensors, "
+                f"got {weights[0].dtype}"
+            )
+        return fused_critic.critic_loss_grads
+    return _kernels("diversity").critic_loss_grads_triton
 
 
 def _check_eta(eta: float, num_critics: int) -> float:
@@ -786,6 +804,11 @@ def critic_loss(
     return _dispatch(
         "critic_loss",
         {
+            "triton": lambda: CriticLoss(
+                *critic_loss_fused(
+                    obs, act, target, weights, biases, eta, grads_fn=_critic_grads_fn(weights)
+                )
+            ),
             "torch": lambda: CriticLoss(*critic_loss_fused(obs, act, target, weights, biases, eta)),
             "ref": lambda: _critic_loss_ref(obs, act, target, weights, biases, eta),
         },
@@ -808,6 +831,9 @@ def diversity_loss(
     return _dispatch(
         "diversity_loss",
         {
+            "triton": lambda: critic_loss_fused(
+                obs, act, None, weights, biases, 1.0, grads_fn=_critic_grads_fn(weights)
+            )[0],
             "torch": lambda: critic_loss_fused(obs, act, None, weights, biases, 1.0)[0],
             "ref": lambda: ref.diversity_loss_ref(obs, act, weights, biases),
         },
