@@ -224,6 +224,23 @@ def test_nonfinite_rows(tmp_path, key):
         load_dataset(p)
 
 
+def test_non_numeric_array(tmp_path):
+    raw = _hopper_raw()
+    raw["rewards"] = np.array(["x"] * 50)
+    with pytest.raises(DatasetError, match="rewards has dtype <U1, expected a numeric array"):
+        validate_raw(raw, get_env("hopper"))
+
+
+def test_key_that_is_a_group(tmp_path):
+    raw = _hopper_raw()
+    del raw["actions"]
+    p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)
+    with h5py.File(p, "a") as f:
+        f.create_group("actions").create_dataset("x", data=np.zeros(3))
+    with pytest.raises(DatasetError, match="cannot read HDF5"):
+        load_dataset(p)
+
+
 def test_empty_dataset(tmp_path):
     raw = {k: v[:0] for k, v in _hopper_raw().items()}
     p = _write_h5(tmp_path / "hopper_random-v2.hdf5", raw)

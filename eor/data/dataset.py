@@ -134,7 +134,8 @@ def read_raw(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             # `[()]` reads a whole dataset straight into one fresh numpy array.
             raw = {k: f[k][()] for k in RAW_KEYS if k in f}
             attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
-    except (OSError, KeyError, RuntimeError) as exc:
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        # TypeError/ValueError: a key that is a group, not an array (or an unreadable type).
         raise DatasetError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {exc}") from exc
     return raw, attrs
 
@@ -161,6 +162,10 @@ def validate_raw(raw: Mapping[str, np.ndarray], env: EnvSpec, where: str = "data
             f"{where}: missing key(s) {', '.join(map(repr, missing))}; "
             f"found {sorted(raw)}; a D4RL dataset needs {list(REQUIRED_KEYS) + ['timeouts']}"
         )
+    for key, value in raw.items():
+        dtype = np.asarray(value).dtype
+        if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+            raise DatasetError(f"{where}: {key} has dtype {dtype}, expected a numeric array")
     lengths = {k: int(np.shape(v)[0]) if np.ndim(v) else 0 for k, v in raw.items()}
     if len(set(lengths.values())) != 1:
         shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
