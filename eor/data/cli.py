@@ -48,7 +48,7 @@ def _check_name(name: str, param: str = "NAME") -> None:
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0.0),
-    help="std of Gaussian action noise (with --policy)",
+    help="std of Gaussian noise added to the policy's mean action (with --policy)",
 )
 @click.option("--deterministic", is_flag=True, help="use the policy's mean action (with --policy)")
 @click.option(

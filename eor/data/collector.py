@@ -235,8 +235,9 @@ def collect(
     policy: None for D4RL's uniform random policy (name must be {env}-random-v2); a checkpoint
         path (run dir or .pt, read by `eor.agent.load_actor`); or any callable obs [K, S] ->
         actions [K, A]. The dataset kind (medium, expert, ...) is then only a label.
-    noise: std of Gaussian noise added to the policy's actions (then clipped to the bounds).
-    deterministic: use the policy's mean action (tanh mu) instead of sampling.
+    noise: std of Gaussian noise added to the policy's mean action tanh(mu) (then clipped to
+        the action bounds); with noise 0 the policy samples its own actions unless
+    deterministic: use the policy's mean action tanh(mu) instead of sampling.
     out: output file (default: eor's store, D4RL file name). Written to a temporary file in the
         same folder and renamed at the end, so an interrupted run leaves no partial dataset.
     """
