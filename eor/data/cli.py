@@ -11,8 +11,6 @@ import numpy as np
 
 from eor.envs import all_dataset_names, get_env, parse_dataset_name
 
-_NAME_HELP = "a D4RL dataset name, e.g. halfcheetah-random-v2"
-
 
 def _check_name(name: str, param: str = "NAME") -> None:
     try:
