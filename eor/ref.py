@@ -443,6 +443,51 @@ def dynamics_sample_ref(mean: Tensor, logvar: Tensor, noise: Tensor) -> Tensor:
     return mean + torch.exp(0.5 * logvar) * noise
 
 
+def fit_dynamics_ref(
+    model: DynamicsEnsembleRef,
+    train_x: Tensor,
+    train_y: Tensor,
+    holdout_x: Tensor,
+    holdout_y: Tensor,
+    bootstrap: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    l2_reg_multiplier: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[list[float], list[float]]:
+    """Train `epochs` epochs as the reference does, keeping each member's best weights.
+
+    Inputs are normalised; `bootstrap` `[E, N]` holds each member's resampled row indices, and
+    each epoch visits them in a fresh random order (argsort of uniform noise from `generator`).
+    A member's weights are saved when its holdout MSE improves by more than 1 % (the first
+    comparison is against the untrained model) and restored at the end. No early stop, no lr
+    drop: a fixed budget, for like-for-like comparisons. Returns (final holdout MSE per member,
+    seconds per epoch including its holdout evaluation).
+    """
+    import copy
+    import time
+
+    optimizer = model.make_optimizer(lr, l2_reg_multiplier)
+    best = model.holdout_mse(holdout_x, holdout_y).tolist()
+    saved = [copy.deepcopy(m.state_dict()) for m in model.members]
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.argsort(torch.rand(bootstrap.shape, generator=generator), dim=1)
+        model.train_epoch(train_x, train_y, bootstrap.gather(1, perm), optimizer, batch_size)
+        mse = model.holdout_mse(holdout_x, holdout_y).tolist()
+        for e, member in enumerate(model.members):
+            if (best[e] - mse[e]) / best[e] > 0.01:
+                best[e] = mse[e]
+                saved[e] = copy.deepcopy(member.state_dict())
+        times.append(time.perf_counter() - t0)
+    for member, state in zip(model.members, saved, strict=True):
+        member.load_state_dict(state)
+    return model.holdout_mse(holdout_x, holdout_y).tolist(), times
+
+
 # ============================================================================ RAVL agent
 # (plain autograd reference update of SPEC section 3; owned by eor/agent)
 #
