@@ -321,6 +321,7 @@ def test_wandb_missing_gives_install_hint(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(TrainingSetupError, match=r"pip install 'eor\[wandb\]'"):
         Trainer(small_config(tmp_path / "w", wandb=True), components=make_components())
+    assert not (tmp_path / "w").exists()
 
 
 def test_wandb_mirrors_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

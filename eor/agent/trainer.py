@@ -397,7 +397,8 @@ class Trainer:
         self.run_dir = run_dir
         self.config.run_dir = str(run_dir)
         self._prev_determinism: tuple[bool, int] | None = None
-        self._apply_determinism()
+        if config.wandb:
+            import_wandb()  # fail early, with the install hint
 
         # Everything is loaded and checked before the run directory is touched.
         self.components = components or build_components(config, self.device)
@@ -438,8 +439,6 @@ class Trainer:
         write_json(self.run_dir / "config.json", self._config_record())
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", truncate_to=metrics_offset)
         self.wandb: WandbMirror | None = None
-        if config.wandb:
-            import_wandb()  # fail early with the install hint
         self._eval_envs: list[Any] | None = None
         self._stop_requested = False
         self._status = "created"
@@ -662,6 +661,7 @@ class Trainer:
         cfg = self.config
         self._start = time.perf_counter()
         self._saved_epochs = self.epochs_done
+        self._apply_determinism()
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
