@@ -103,6 +103,24 @@ def gaussian_ensemble_forward_ref(
     return out[..., :d], bound_logvar_ref(out[..., d:], max_logvar, min_logvar)
 
 
+def ensemble_linear_loop_ref(
+    x: Tensor, layers: Sequence[torch.nn.Linear], activation: str = "none"
+) -> Tensor:
+    """Speed baseline: one `nn.Linear` per member in a Python loop (how the reference dynamics
+    model runs). x `[E, B, I]` or shared `[B, I]`; layers: E modules I -> O. Returns `[E, B, O]`."""
+    xs = [x] * len(layers) if x.dim() == 2 else list(x)
+    return torch.stack([activation_ref(layer(xe), activation) for layer, xe in zip(layers, xs, strict=True)])
+
+
+def ensemble_linear_repeated_ref(
+    x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none"
+) -> Tensor:
+    """Speed baseline: the shared input repeated E times, then one baddbmm (how the reference
+    critics run). x `[B, I]`, weight `[E, I, O]`, bias `[E, O]`. Returns `[E, B, O]`."""
+    x_rep = x.unsqueeze(0).repeat(weight.shape[0], 1, 1)  # [E, B, I], materialised
+    return activation_ref(torch.baddbmm(bias.unsqueeze(1), x_rep, weight), activation)
+
+
 # ----------------------------------------------------------------------------- critic loss
 
 
@@ -289,9 +307,22 @@ class Xoshiro256Ref:
         return m >> 64
 
     def distinct(self, n: int, k: int) -> list[int]:
-        """k distinct integers from [0, n): k steps of a Fisher-Yates shuffle of range(n)."""
+        """k distinct integers from [0, n) in uniformly random order.
+
+        2k <= n: draw `bounded(n)` until the value is new (rejection). Otherwise: k steps of a
+        Fisher-Yates shuffle of range(n).
+        """
+        out: list[int] = []
+        if 2 * k <= n:
+            seen: set[int] = set()
+            for _ in range(k):
+                r = self.bounded(n)
+                while r in seen:
+                    r = self.bounded(n)
+                seen.add(r)
+                out.append(r)
+            return out
         moved: dict[int, int] = {}  # the shuffled array, where it differs from the identity
-        out = []
         for i in range(k):
             j = i + self.bounded(n - i)
             out.append(moved.get(j, j))

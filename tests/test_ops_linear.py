@@ -93,7 +93,7 @@ def test_float32(e, b, i, o, shared, activation) -> None:
 
 @pytest.mark.parametrize("activation", ACTS)
 def test_float64_exact_to_rounding(activation: str) -> None:
-    x, w, bias = _inputs(3, 9, 23, 18, True, torch.float64)
+    x, w, bias = _inputs(2, 3, 5, 4, True, torch.float64)
     leaves = [t.clone().requires_grad_(True) for t in (x, w, bias)]
     assert torch.autograd.gradcheck(
         lambda a, b_, c: ops.ensemble_linear(a, b_, c, activation), leaves, eps=1e-6, atol=1e-6
