@@ -61,13 +61,13 @@ def ensemble_mlp_ref(
     """
     if members is not None:
         h = x
-        for layer, (w, b) in enumerate(zip(weights, biases)):
+        for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
             h = torch.bmm(h.unsqueeze(1), w[members]).squeeze(1) + b[members]
             if layer < len(weights) - 1:
                 h = activation_ref(h, activation)
         return h
     h = x
-    for layer, (w, b) in enumerate(zip(weights, biases)):
+    for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
         last = layer == len(weights) - 1
         h = ensemble_linear_ref(h, w, b, "none" if last else activation)
     if reduce == "min":
