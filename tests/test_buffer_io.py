@@ -349,7 +349,8 @@ def test_concurrent_add_and_sample_never_tear_a_transition() -> None:
     mixed_partner.add(*rows(-100, 100))
     stop = threading.Event()
     errors: list[str] = []
-    samples = [0]
+    samples = [0, 0]
+    started = threading.Event()
 
     def check(batch: dict) -> None:
         ref = batch["rew"][:, None]
@@ -359,19 +360,22 @@ def test_concurrent_add_and_sample_never_tear_a_transition() -> None:
                 errors.append(f"torn row in {k}")
 
     def writer() -> None:
+        started.wait(timeout=30)  # begin once both readers are sampling
         start = 256
         for _ in range(1000):
             buf.add(*rows(start, 500))
             start += 500
         stop.set()
 
-    def reader(seed: int) -> None:
+    def reader(i: int) -> None:
         out = buf.empty_batch(256)
         while not stop.is_set() and not errors:
             check(buf.sample(256))
             check(buf.sample(256, out=out))
             check(eor.sample_mixed([mixed_partner, buf], [12, 244]))
-            samples[0] += 3
+            samples[i] += 3
+            if min(samples) > 0:
+                started.set()
 
     threads = [threading.Thread(target=writer)] + [
         threading.Thread(target=reader, args=(i,)) for i in range(2)
@@ -381,5 +385,5 @@ def test_concurrent_add_and_sample_never_tear_a_transition() -> None:
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors[:3]
-    assert samples[0] > 10  # the readers really ran while the writer was adding
+    assert min(samples) > 0  # both readers ran, and the writer started only after that
     assert len(buf) == capacity

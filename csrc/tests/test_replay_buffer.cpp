@@ -209,17 +209,19 @@ void test_concurrent_add_and_sample() {
   std::atomic<bool> done{false};
   std::atomic<int> torn{0}, samples{0};
   std::thread writer([&] {
-    for (int i = 0; i < 400; ++i)
+    while (samples == 0) std::this_thread::yield();  // start once the reader is running
+    for (int i = 0; i < 400; ++i) {
       buf.add(Rows(300, 256.0f + 300.0f * static_cast<float>(i)).view());
+    }
     done = true;
   });
   std::thread reader([&] {
     Batch b(256);
-    while (!done) {
+    do {
       buf.sample(256, false, b.view());
       if (!b.rows_whole()) ++torn;
       ++samples;
-    }
+    } while (!done);
   });
   writer.join();
   reader.join();

@@ -102,18 +102,68 @@ class Xoshiro256 {
   State s_{};
 };
 
-/// Draws k distinct integers from [0, n) in uniformly random order, in O(k) time and memory.
+/// Draws k distinct integers from [0, n) in uniformly random order, in O(k) expected time.
 ///
-/// Sparse Fisher-Yates: conceptually shuffle the array a = [0, 1, ..., n-1] for k steps,
-///   for i in 0..k-1:  j = i + bounded(n - i);  out[i] = a[j];  a[j] = a[i],
-/// storing only the entries of `a` that differ from the identity in a small open-addressing
-/// table (at most k of them). The table is reused between calls; a generation stamp marks the
-/// live entries so that it never has to be cleared.
+/// Two regimes, both exactly uniform over ordered k-tuples of distinct values:
+///  - 2k <= n (every training batch): rejection. Draw bounded(n) until the value is new, with
+///    a bitmap of n bits for membership (kept all-zero between calls by clearing only the k bits
+///    set; a hash set above 2^26 rows). At most ~1.39k draws on average (k = n/2), usually k +
+///    k^2/(2n); one well-predicted branch per draw, which made it ~5x faster than the hash-table
+///    shuffle below at k = 256.
+///  - 2k > n: sparse Fisher-Yates. Conceptually shuffle a = [0, 1, ..., n-1] for k steps,
+///      for i in 0..k-1:  j = i + bounded(n - i);  out[i] = a[j];  a[j] = a[i],
+///    storing only the entries of `a` that differ from the identity in an open-addressing table
+///    (at most k of them), reused between calls and invalidated by a generation stamp.
 class DistinctSampler {
  public:
   template <class Rng>
   void sample(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
     if (k > n) throw std::invalid_argument("DistinctSampler: k > n");
+    if (2 * static_cast<std::uint64_t>(k) <= n) {
+      sample_rejection(rng, n, k, out);
+    } else {
+      sample_shuffle(rng, n, k, out);
+    }
+  }
+
+ private:
+  // Membership: a bitmap of n bits up to kBitmapMax (8 MB), else the hash table. The choice
+  // changes only speed and memory, never the stream.
+  static constexpr std::uint64_t kBitmapMax = std::uint64_t{1} << 26;
+
+  template <class Rng>
+  void sample_rejection(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
+    if (n > kBitmapMax) {
+      prepare(k);
+      for (std::size_t i = 0; i < k; ++i) {
+        std::uint64_t r = rng.bounded(n);
+        while (!insert(r)) r = rng.bounded(n);
+        out[i] = static_cast<std::int64_t>(r);
+      }
+      return;
+    }
+    const std::size_t words = static_cast<std::size_t>((n + 63) / 64);
+    if (bits_.size() < words) bits_.resize(words, 0);
+    for (std::size_t i = 0; i < k; ++i) {
+      std::uint64_t r;
+      std::uint64_t* word;
+      std::uint64_t bit;
+      do {
+        r = rng.bounded(n);
+        word = &bits_[static_cast<std::size_t>(r >> 6)];
+        bit = 1ULL << (r & 63);
+      } while (*word & bit);
+      *word |= bit;
+      out[i] = static_cast<std::int64_t>(r);
+    }
+    for (std::size_t i = 0; i < k; ++i) {  // leave the bitmap all-zero for the next call
+      const auto r = static_cast<std::uint64_t>(out[i]);
+      bits_[static_cast<std::size_t>(r >> 6)] &= ~(1ULL << (r & 63));
+    }
+  }
+
+  template <class Rng>
+  void sample_shuffle(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
     prepare(k);
     for (std::size_t i = 0; i < k; ++i) {
       const std::uint64_t ui = static_cast<std::uint64_t>(i);
@@ -125,7 +175,6 @@ class DistinctSampler {
     }
   }
 
- private:
   struct Slot {
     std::uint64_t key;
     std::uint64_t value;
@@ -140,14 +189,17 @@ class DistinctSampler {
       stamp_ = 0;
     }
     mask_ = table_.size() - 1;
+    shift_ = 64;
+    for (std::size_t size = table_.size(); size > 1; size >>= 1) --shift_;
     if (++stamp_ == 0) {  // stamps wrapped after 2^32 calls: clear once, start again at 1
       for (auto& slot : table_) slot.stamp = 0;
       stamp_ = 1;
     }
   }
 
+  // Fibonacci hashing: the top bits of key * 2^64/phi spread consecutive keys evenly.
   std::size_t home(std::uint64_t key) const {
-    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> 20) & mask_;
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_);
   }
 
   std::uint64_t get(std::uint64_t key) const {
@@ -155,6 +207,18 @@ class DistinctSampler {
       const Slot& slot = table_[h];
       if (slot.stamp != stamp_) return key;  // absent: a[key] is still key
       if (slot.key == key) return slot.value;
+    }
+  }
+
+  // Adds key to the table; false if it was already there.
+  bool insert(std::uint64_t key) {
+    for (std::size_t h = home(key);; h = (h + 1) & mask_) {
+      Slot& slot = table_[h];
+      if (slot.stamp != stamp_) {
+        slot = Slot{key, key, stamp_};
+        return true;
+      }
+      if (slot.key == key) return false;
     }
   }
 
@@ -172,8 +236,10 @@ class DistinctSampler {
     }
   }
 
+  std::vector<std::uint64_t> bits_;
   std::vector<Slot> table_;
   std::size_t mask_ = 0;
+  int shift_ = 64;
   std::uint32_t stamp_ = 0;
 };
 
