@@ -193,8 +193,9 @@ def critic_loss_grads(
     if g_v is not None:
         e1 = _mask_(torch.bmm(g_v, w1[:, s_dim:, :]), h1)  # [N, B, H1]
         e2 = _mask_(torch.bmm(e1, w2), h2)  # [N, B, H2]
-        left2 = e1.mul_(eta)  # in place: e1 is not needed any more
-        left3 = e2.mul_(eta)
+        # in place: e1, e2 are not needed any more (diversity_loss passes eta = 1: no pass)
+        left2 = e1.mul_(eta) if eta != 1.0 else e1
+        left3 = e2.mul_(eta) if eta != 1.0 else e2
         if dq is not None:
             dqc = dq.unsqueeze(2)  # [N, B, 1]
             left2.addcmul_(h1, dqc)  # dq ⊙ h1 + η e1
@@ -206,8 +207,8 @@ def critic_loss_grads(
         left3 = h2.mul_(dqc)
 
     m_3 = torch.bmm(left3.transpose(1, 2), m3)  # [N, H2, H3] = M
-    dw3 = m_3 * w4_row  # [N, H2, H3]
-    dw4 = (m_3 * w3).sum(dim=1, keepdim=True)  # [N, 1, H3]
+    dw4 = torch.linalg.vecdot(m_3, w3, dim=1).unsqueeze(1)  # [N, 1, H3] = Σ_j W3 ⊙ M
+    dw3 = m_3.mul_(w4_row)  # [N, H2, H3], in place: M is not needed any more
     dw2 = torch.bmm(left2.transpose(1, 2), delta2)  # [N, H1, H2]
     if dq is not None:
         dq_row = dq.unsqueeze(1)  # [N, 1, B]
