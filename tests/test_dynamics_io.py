@@ -364,3 +364,30 @@ def test_cli_missing_named_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ],
     )
     assert result.exit_code == 2 and "not found" in result.output, result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is missing")
+def test_cli_cuda_without_gpu(data_file: Path, tmp_path: Path) -> None:
+    args = ["train-model", "--env_name", "halfcheetah-random-v2", "--dataset", str(data_file)]
+    result = CliRunner().invoke(
+        main, [*args, "--save_path", str(tmp_path / "m"), "--device", "cuda"]
+    )
+    assert result.exit_code == 2 and "no CUDA device is visible" in result.output, result.output
+
+
+def test_cli_help_lists_both_spellings() -> None:
+    result = CliRunner().invoke(main, ["train-model", "--help"])
+    assert result.exit_code == 0
+    for name in (
+        "env_name",
+        "num_models",
+        "num_elites",
+        "hidden_dim",
+        "min_epochs",
+        "model_lr",
+        "l2_reg_multiplier",
+        "train_val_ratio",
+        "save_path",
+        "max_epochs",
+    ):
+        assert f"--{name}" in result.output and f"--{name.replace('_', '-')}" in result.output, name
