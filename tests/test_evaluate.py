@@ -69,9 +69,11 @@ def test_matches_sequential_episodes_with_early_termination() -> None:
 def test_deterministic_and_reuses_envs() -> None:
     spec = get_env("halfcheetah-random-v2")
     envs = [make_env(spec) for _ in range(2)]
+    threads = torch.get_num_threads()
     a = evaluate(ObsPolicy(6, 1.0), spec, episodes=2, seed=5, device="cpu", max_steps=10, envs=envs)
     b = evaluate(ObsPolicy(6, 1.0), spec, episodes=2, seed=5, device="cpu", max_steps=10, envs=envs)
     c = evaluate(ObsPolicy(6, 1.0), spec, episodes=2, seed=6, device="cpu", max_steps=10)
+    assert torch.get_num_threads() == threads  # the 1-thread setting for tiny forwards is undone
     assert a["returns"] == b["returns"]
     assert a["returns"] != c["returns"]
     assert a["length_mean"] == 10
