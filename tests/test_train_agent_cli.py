@@ -22,6 +22,15 @@ from eor.agent.config import TrainAgentConfig
 from eor.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """Tiny networks: intra-op threads only add barrier waits (10x slower on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(main, ["train-agent", *args], catch_exceptions=False)
 
