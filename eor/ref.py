@@ -212,12 +212,24 @@ class RingBufferRef:
             finite &= np.isfinite(v.reshape(len(finite), -1)).all(axis=1) if v.size else True
         if not finite.all() and not drop_nonfinite:
             raise ValueError(f"{int((~finite).sum())} rows contain NaN or inf")
-        for r in np.flatnonzero(finite):  # row by row: the FIFO rule, literally
-            for k in BUFFER_FIELDS:
-                self.data[k][self.position] = rows[k][r]
-            self.position = (self.position + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
-        return int(finite.sum())
+        m = int(finite.sum())
+        slots = (self.position + np.arange(m)) % self.capacity  # row r goes to position + r
+        last = slice(max(m - self.capacity, 0), m)  # earlier rows would be overwritten anyway
+        for k in BUFFER_FIELDS:
+            self.data[k][slots[last]] = rows[k][finite][last]
+        self.position = (self.position + m) % self.capacity
+        self.size = min(self.size + m, self.capacity)
+        return m
+
+    @classmethod
+    def from_arrays(cls, obs, act, rew, next_obs, done) -> RingBufferRef:
+        """A full buffer (capacity = n) whose field arrays are float32 copies of the inputs."""
+        obs = np.asarray(obs, np.float32)
+        ref = cls(len(obs), obs.shape[1], np.shape(act)[1])
+        for k, v in zip(BUFFER_FIELDS, (obs, act, rew, next_obs, done), strict=True):
+            ref.data[k][...] = np.asarray(v, np.float32).reshape(ref.data[k].shape)
+        ref.size = len(obs)
+        return ref
 
     def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Per-field fancy indexing of slots `idx` (each in [0, len))."""

@@ -511,7 +511,7 @@ class ReplayBuffer {
   void gather_locked(const std::int64_t* idx, std::size_t k, const BatchView& out) const {
     // Rows are scattered over a buffer far larger than the caches: every row is a cache miss.
     // Prefetching a few rows ahead keeps several misses in flight instead of one.
-    constexpr std::size_t kAhead = 8;
+    constexpr std::size_t kAhead = 16;
     const float* base = data_.get();
     const std::size_t s = obs_dim_, a = act_dim_, w = width_;
     const std::size_t row_bytes = w * sizeof(float);
