@@ -50,14 +50,15 @@ def update_flops(n: int, b: int = B, s: int = S, a: int = A, h: int = H) -> floa
 
     A critic "pass" (one B-row GEMM through every layer of all N critics) costs
     P = 2·B·N·((S+A)·H + 2H² + H); an actor pass Pa = 2·B·(S·H + 2H² + 2·H·A). An update needs:
-    target forward (P), actor step forward + ∂Q/∂a (2P), critic forward, the shared δ chain
-    (∂Q/∂x, used by TD and diversity), the diversity's second-order chain and one weight-gradient
-    GEMM per layer (4P); the actor: α-step forward, actor forward + backward (input and weight
-    gradients), target-action forward (5 Pa).
+    target forward (P); actor step forward (P) and ∇ₐ minᵢ Qᵢ, a backward through one critic
+    per row (P/N); critic forward, the shared δ chain (∂Q/∂x, used by TD and diversity), the
+    diversity's second-order chain and one weight-gradient GEMM per layer (4P); the actor:
+    α-step forward, actor forward + backward (input and weight gradients), target-action
+    forward (5 Pa). Both sides are rated on this count (useful work per second).
     """
     p = 2 * b * n * ((s + a) * h + 2 * h * h + h)
     pa = 2 * b * (s * h + 2 * h * h + 2 * h * a)
-    return 7 * p + 5 * pa
+    return 6 * p + p / n + 5 * pa
 
 
 def synthetic_arrays(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -80,15 +81,34 @@ def reference_like(learner: RAVL) -> RAVLRef:
     return RAVLRef(actor, critic, gamma=c.gamma, tau=c.tau, eta=c.eta)
 
 
-def interleaved(fns: dict[str, Any], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Time each fn once per round, alternating, after `warmup` calls each."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(timeit(fn, repeats=1, warmup=0)["median_s"])
+def interleaved(
+    fns: dict[str, Any], rounds: int, warmup: int, *, single_thread: bool = False
+) -> dict[str, dict[str, float]]:
+    """Time each fn once per round, alternating, after `warmup` calls each.
+
+    Default: wall time with torch's usual threads (the result). single_thread: one torch
+    thread and that thread's CPU time, which other jobs on a shared machine barely disturb
+    (wall time and all-thread CPU time both swell under load, the latter with OpenMP spinning).
+    """
+    threads = torch.get_num_threads()
+    clock = time.thread_time if single_thread else None
+    if single_thread:
+        torch.set_num_threads(1)
+    try:
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                if clock is None:
+                    times[name].append(timeit(fn, repeats=1, warmup=0)["median_s"])
+                else:
+                    c0 = clock()
+                    fn()
+                    times[name].append(clock() - c0)
+    finally:
+        torch.set_num_threads(threads)
     out = {}
     for name, ts in times.items():
         ts = sorted(ts)
@@ -122,7 +142,9 @@ def bench_updates(
     def ref_update() -> None:
         ref.update(sample_mixed_ref([real, model], [REAL, MODEL], rng))
 
-    stats = interleaved({"ref": ref_update, "eor": eor_update}, rounds=rounds, warmup=warmup)
+    fns = {"ref": ref_update, "eor": eor_update}
+    stats = interleaved(fns, rounds=rounds, warmup=warmup)
+    single = interleaved(fns, rounds=max(3, rounds // 3), warmup=1, single_thread=True)
     flops = update_flops(n)
     rows = []
     for impl in ("ref", "eor"):
@@ -139,10 +161,12 @@ def bench_updates(
                 "gflop_per_update": flops / 1e9,
                 "gflops": flops * ups / 1e9,
                 "ceiling_frac": flops * ups / 1e9 / ceiling,
+                "cpu1_ms": 1e3 * single[impl]["median_s"],
                 "repeats": st["repeats"],
             }
         )
     rows[1]["vs_ref"] = stats["ref"]["median_s"] / stats["eor"]["median_s"]
+    rows[1]["cpu1_vs_ref"] = single["ref"]["median_s"] / single["eor"]["median_s"]
     return rows
 
 
@@ -152,7 +176,7 @@ def bench_phases(quick: bool, real: dict[str, np.ndarray]) -> tuple[list[dict[st
         from eor.agent.evaluate import evaluate
         from eor.agent.rollout import rollout_phase
         from eor.dynamics import DynamicsEnsemble
-        from eor.envs import get_env
+        from eor.envs import get_env, make_env
     except ImportError as exc:  # a part of eor that is not there yet
         return [], f"phases not timed: {exc}"
     spec = get_env("halfcheetah")
@@ -186,9 +210,27 @@ def bench_phases(quick: bool, real: dict[str, np.ndarray]) -> tuple[list[dict[st
     )
     episodes, max_steps = (10, 50) if quick else (10, None)
     t0 = time.perf_counter()
-    result = evaluate(
-        learner.actor, spec, episodes=episodes, seed=0, device="cpu", max_steps=max_steps
+    envs = [make_env(spec) for _ in range(episodes)]  # made once per run by the trainer
+    rows.append(
+        {
+            "case": f"make {episodes} eval envs (once per run)",
+            "impl": "eor",
+            "median_ms": 1e3 * (time.perf_counter() - t0),
+            "repeats": 1,
+        }
     )
+    t0 = time.perf_counter()
+    result = evaluate(
+        learner.actor,
+        spec,
+        episodes=episodes,
+        seed=0,
+        device="cpu",
+        max_steps=max_steps,
+        envs=envs,
+    )
+    for env in envs:
+        env.close()
     rows.append(
         {
             "case": f"eval phase ({episodes} episodes x {int(result['length_mean'])} steps)",
@@ -213,10 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows: list[dict[str, Any]] = []
     speedups: dict[str, float] = {}
+    cpu_speedups: dict[str, float] = {}
     for n in (10, 50):
         update_rows = bench_updates(n, real, model, rounds[n], ceiling, 1 if args.quick else 3)
         rows += update_rows
         speedups[f"update_n{n}_vs_ref"] = update_rows[1]["vs_ref"]
+        cpu_speedups[f"update_n{n}_vs_ref"] = update_rows[1]["cpu1_vs_ref"]
     phase_rows, note = bench_phases(args.quick, real)
     rows += phase_rows
     if note:
@@ -232,10 +276,13 @@ def main(argv: list[str] | None = None) -> None:
             "gflops",
             "ceiling_frac",
             "vs_ref",
+            "cpu1_ms",
+            "cpu1_vs_ref",
         ],
     )
     extra = {
         "matmul_ceiling_gflops": ceiling,
+        "single_thread_cpu_speedups": {k: round(v, 3) for k, v in cpu_speedups.items()},
         "quick": bool(args.quick),
         "config": {
             "S": S,
@@ -251,7 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     if note:
         extra["phases_note"] = note
     path = write_results("agent", rows, speedups, out=args.out, extra=extra)
-    print(f"speedups: {speedups}\nwrote {path}")
+    print(
+        f"speedups (wall): {speedups}\nspeedups (1-thread CPU time): {cpu_speedups}\nwrote {path}"
+    )
 
 
 if __name__ == "__main__":
