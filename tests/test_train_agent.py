@@ -463,3 +463,18 @@ def test_checkpoint_every(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     cfg = small_config(tmp_path / "c", epochs=3, updates_per_epoch=2, checkpoint_every=2)
     Trainer(cfg, components=make_components()).train()
     assert written == [2, 3]  # every 2nd epoch, and always after the last
+
+
+def test_progress_bar_shows_epoch_speed_score_and_critic_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    cfg = small_config(tmp_path / "p", quiet=False, epochs=2, updates_per_epoch=4, log_every=2)
+    Trainer(cfg, components=make_components()).train()
+    err = capsys.readouterr().err
+    assert "2/2" in err and "upd/s=" in err and "critic=" in err and "score=" in err
+    capsys.readouterr()
+    Trainer(
+        small_config(tmp_path / "q", quiet=True, epochs=1), components=make_components()
+    ).train()
+    assert "upd/s" not in capsys.readouterr().err
