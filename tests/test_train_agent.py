@@ -478,3 +478,15 @@ def test_progress_bar_shows_epoch_speed_score_and_critic_loss(
         small_config(tmp_path / "q", quiet=True, epochs=1), components=make_components()
     ).train()
     assert "upd/s" not in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_dynamics_model(tmp_path: Path) -> None:
+    run = tmp_path / "m"
+    comps = make_components()
+    comps.model_info = {"weights_sha256": "a" * 64}
+    Trainer(small_config(run, epochs=1, updates_per_epoch=2), components=comps).train()
+    assert json.loads((run / "config.json").read_text())["model"]["weights_sha256"] == "a" * 64
+    other = make_components()
+    other.model_info = {"weights_sha256": "b" * 64}
+    with pytest.raises(TrainingSetupError, match="changed since this run started"):
+        Trainer.resume(run, overrides={"epochs": 2}, components=other)

@@ -186,7 +186,8 @@ def test_end_to_end_train_resume_summarise(generated: dict[str, Path], tmp_path:
         "epoch_0001.pt", "epoch_0002.pt", "latest.pt",
     ]  # fmt: skip
     config = json.loads((run / "config.json").read_text())
-    assert config["load_model_dir"] == str(generated["model"]) and config["num_critics"] == 2
+    assert config["load_model_dir"] == str(generated["model"].resolve())
+    assert config["dataset"] == str(generated["data"].resolve()) and config["num_critics"] == 2
 
     # Resume for one more epoch; changing a learner setting is refused.
     bad = invoke("--resume", str(run), "--num_critics", "3")

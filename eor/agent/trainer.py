@@ -289,6 +289,8 @@ class Components:
     dataset_name: str
     dataset_source: str
     dataset_checksum: str | None = None
+    model_info: dict[str, Any] | None = None
+    """Identity of the dynamics model (from its meta.json): weights sha256, its dataset, elites."""
 
 
 def build_components(config: TrainAgentConfig, device: torch.device) -> Components:
@@ -331,7 +333,23 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
         dataset_name=str(ds.name),
         dataset_source=str(ds.source),
         dataset_checksum=ds.checksum,
+        model_info=model_identity(model_dir),
     )
+
+
+def model_identity(model_dir: Path) -> dict[str, Any] | None:
+    """What identifies a saved dynamics model, from its meta.json (None if unreadable)."""
+    try:
+        meta = json.loads((model_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {
+        "weights_sha256": (meta.get("sha256") or {}).get("weights"),
+        "dataset": (meta.get("dataset") or {}).get("name"),
+        "dataset_checksum": (meta.get("dataset") or {}).get("checksum"),
+        "elites": meta.get("elites"),
+        "epoch": meta.get("epoch"),
+    }
 
 
 def check_model_dims(model: Any, spec: Any, where: Any = "the dynamics model") -> None:
@@ -385,6 +403,11 @@ class Trainer:
     ) -> None:
         config = config.replace()  # a private copy: run_dir and resume overrides are set on it
         config.validate(require_model_dir=components is None)
+        # Absolute paths in config.json, so that --resume works from any directory.
+        if config.load_model_dir and Path(config.load_model_dir).is_dir():
+            config.load_model_dir = str(Path(config.load_model_dir).resolve())
+        if config.dataset and Path(config.dataset).is_file():
+            config.dataset = str(Path(config.dataset).resolve())
         self.config = config
         self.device = resolve_device(config.device)
         resuming = _checkpoint is not None
@@ -500,6 +523,7 @@ class Trainer:
             "num_real": self.config.num_real,
             "num_model": self.config.num_model,
             "model_buffer_capacity": self.config.model_buffer_capacity,
+            "model": self.components.model_info,
         }
 
     def _apply_determinism(self) -> None:
@@ -544,6 +568,7 @@ class Trainer:
             "dims": {"obs_dim": self.obs_dim, "act_dim": self.act_dim},
             "env_id": self.env_spec.gym_id,
             "counters": self._counters(),
+            "model_info": self.components.model_info,
             "learner": self.learner.state_dict(),
         }
         if full:
@@ -589,6 +614,14 @@ class Trainer:
             raise TrainingSetupError(
                 f"resume: the checkpoint has obs/act dims {dims}, the env has "
                 f"{self.obs_dim}/{self.act_dim}"
+            )
+        saved = (ckpt.get("model_info") or {}).get("weights_sha256")
+        now = (self.components.model_info or {}).get("weights_sha256")
+        if saved and now and saved != now:
+            raise TrainingSetupError(
+                f"load_model_dir: the dynamics model in {self.config.load_model_dir} changed "
+                f"since this run started (weights sha256 {now[:12]}..., the run used "
+                f"{saved[:12]}...); resuming would mix two models"
             )
         self.learner.load_state_dict(ckpt["learner"])
         self.model_buffer = buffer_from_bytes(ckpt["model_buffer"])
