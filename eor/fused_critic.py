@@ -48,7 +48,7 @@ gradients); autograd double backward of the reference spends about 18.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -231,8 +231,39 @@ def critic_loss_grads(
     return CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4])
 
 
-# (obs, act, target, weights, biases, eta, *, need_grads) -> CriticGrads-like 5-tuple
-GradsFn = Callable[..., tuple]
+@torch.library.custom_op("eor::critic_loss_grads", mutates_args=())
+def _critic_loss_grads_op(
+    obs: Tensor,
+    act: Tensor,
+    target: Tensor | None,
+    weights: list[Tensor],
+    biases: list[Tensor],
+    eta: float,
+    need_grads: bool,
+    use_triton: bool,
+) -> list[Tensor]:
+    """[td, diversity, q] (+ the 4 weight and 4 bias gradients if need_grads), as one opaque
+    op for torch.compile / CUDA graphs; use_triton runs `eor.kernels.diversity`."""
+    if use_triton:
+        from eor import ops  # the kernel module is loaded (and re-loaded) by the dispatch
+
+        fn = ops._kernels("diversity").critic_loss_grads_triton
+    else:
+        fn = critic_loss_grads
+    out = CriticGrads(*fn(obs, act, target, weights, biases, eta, need_grads=need_grads))
+    tensors = [out.td, out.diversity, out.q]
+    if need_grads:
+        assert out.weight_grads is not None and out.bias_grads is not None
+        tensors += [*out.weight_grads, *out.bias_grads]
+    return tensors
+
+
+@_critic_loss_grads_op.register_fake
+def _(obs, act, target, weights, biases, eta, need_grads, use_triton):  # type: ignore[no-untyped-def]
+    out = [obs.new_empty(()), obs.new_empty(()), obs.new_empty((weights[0].shape[0], obs.shape[0]))]
+    if need_grads:
+        out += [torch.empty_like(w) for w in weights] + [torch.empty_like(b) for b in biases]
+    return out
 
 
 class _ClosedFormLossFn(torch.autograd.Function):
@@ -249,20 +280,21 @@ class _ClosedFormLossFn(torch.autograd.Function):
         act: Tensor,
         target: Tensor | None,
         eta: float,
-        grads_fn: GradsFn,
+        use_triton: bool,
         *params: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         weights, biases = list(params[:4]), list(params[4:])
         need = any(ctx.needs_input_grad[5:])  # type: ignore[attr-defined]
-        out = CriticGrads(*grads_fn(obs, act, target, weights, biases, eta, need_grads=need))
+        td, div, q, *grads = torch.ops.eor.critic_loss_grads(
+            obs, act, target, weights, biases, eta, need, use_triton
+        )
         if need:
-            assert out.weight_grads is not None and out.bias_grads is not None
             # Kept as a plain attribute (they are no inputs or outputs) and dropped in backward,
             # so the engine can take them over as .grad without a copy.
-            ctx.grads = [*out.weight_grads, *out.bias_grads]  # type: ignore[attr-defined]
-        loss = out.td + eta * out.diversity if eta > 0 else out.td.clone()
-        ctx.mark_non_differentiable(out.td, out.diversity, out.q)
-        return loss, out.td, out.diversity, out.q
+            ctx.grads = grads  # type: ignore[attr-defined]
+        loss = td + eta * div if eta > 0 else td.clone()
+        ctx.mark_non_differentiable(td, div, q)
+        return loss, td, div, q
 
     @staticmethod
     def backward(  # type: ignore[override]
@@ -290,13 +322,15 @@ def critic_loss_fused(
     biases: Sequence[Tensor],
     eta: float,
     *,
-    grads_fn: GradsFn | None = None,
+    use_triton: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(loss, td, diversity, q); loss differentiable w.r.t. weights and biases (closed form).
 
-    grads_fn computes the values and gradients: `critic_loss_grads` (default, torch) or the
-    Triton launcher `eor.kernels.diversity.critic_loss_grads_triton` (same contract).
+    The values and gradients come from the custom op ``eor::critic_loss_grads``: the torch
+    closed form (`critic_loss_grads`), or with use_triton the Triton launcher
+    `eor.kernels.diversity.critic_loss_grads_triton` (same contract, float32).
     """
-    fn = critic_loss_grads if grads_fn is None else grads_fn
-    loss, td, div, q = _ClosedFormLossFn.apply(obs, act, target, float(eta), fn, *weights, *biases)
+    loss, td, div, q = _ClosedFormLossFn.apply(
+        obs, act, target, float(eta), bool(use_triton), *weights, *biases
+    )
     return loss, td, div, q

@@ -732,19 +732,17 @@ register_op("critic_loss", triton=True)
 register_op("diversity_loss", triton=True)
 
 
-def _critic_grads_fn(weights: Sequence[Tensor]) -> Callable[..., tuple]:
-    """The Triton launcher for the closed form; float32 only: an automatic choice takes the
-    torch path for other dtypes, an explicit EOR_BACKEND=triton raises."""
-    from eor import fused_critic
-
+def _critic_use_triton(weights: Sequence[Tensor]) -> bool:
+    """Whether the chosen Triton backend runs the kernels: they are float32 only, so an automatic
+    choice takes the torch path for other dtypes and an explicit EOR_BACKEND=triton raises."""
     if weights[0].dtype != torch.float32:
         if requested_backend() == "triton":
             raise BackendUnavailableError(
                 f"EOR_BACKEND=triton for the critic loss needs float32 tensors, "
                 f"got {weights[0].dtype}"
             )
-        return fused_critic.critic_loss_grads
-    return _kernels("diversity").critic_loss_grads_triton
+        return False
+    return True
 
 
 def _check_eta(eta: float, num_critics: int) -> float:
@@ -810,7 +808,7 @@ def critic_loss(
         {
             "triton": lambda: CriticLoss(
                 *critic_loss_fused(
-                    obs, act, target, weights, biases, eta, grads_fn=_critic_grads_fn(weights)
+                    obs, act, target, weights, biases, eta, use_triton=_critic_use_triton(weights)
                 )
             ),
             "torch": lambda: CriticLoss(*critic_loss_fused(obs, act, target, weights, biases, eta)),
@@ -836,7 +834,7 @@ def diversity_loss(
         "diversity_loss",
         {
             "triton": lambda: critic_loss_fused(
-                obs, act, None, weights, biases, 1.0, grads_fn=_critic_grads_fn(weights)
+                obs, act, None, weights, biases, 1.0, use_triton=_critic_use_triton(weights)
             )[0],
             "torch": lambda: critic_loss_fused(obs, act, None, weights, biases, 1.0)[0],
             "ref": lambda: ref.diversity_loss_ref(obs, act, weights, biases),

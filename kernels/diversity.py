@@ -50,6 +50,21 @@ INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 EPS = 1e-10
 
 
+# Only builtins of triton.language (plus these two jit helpers of this module) are used in the
+# kernels: the jit'd helpers of triton.language.standard (tl.zeros, tl.sum, ...) are decorated
+# once, when triton is first imported, and cannot run in the interpreter when that import
+# happened with TRITON_INTERPRET unset (torch imports triton for FakeTensor / opcheck).
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _rsum(x, axis: tl.constexpr):
+    """Σ of x along `axis` (tl.sum without triton.language.standard)."""
+    return tl.reduce(x, axis, _add)
+
+
 @triton.jit
 def _critic_gemm_kernel(
     A_ptr,  # [E, M, K] (member stride may be 0)
@@ -104,7 +119,7 @@ def _critic_gemm_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ok = k0 + offs_k
         mask_k = ok < K
@@ -148,7 +163,7 @@ def _critic_gemm_kernel(
             mask=out_mask,
             other=0.0,
         ).to(tl.float32)
-        part = tl.sum(d * acc, axis=0)  # [BLOCK_N]: this tile's rows of Σ_m Dot ⊙ C
+        part = _rsum(d * acc, 0)  # [BLOCK_N]: this tile's rows of Σ_m Dot ⊙ C
         tl.atomic_add(DotOut_ptr + e * stride_doe + offs_n, part, mask=mask_n)
     if C_SCALE:
         sn = tl.load(Scale_ptr + e * stride_se + offs_n * stride_ss, mask=mask_n, other=0.0)
@@ -182,23 +197,23 @@ def _diversity_rows_kernel(
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_act)
     offs = rows[:, None] * n_act + cols[None, :]
     stride_n = n_rows * n_act
-    g_sum = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
-    sq_sum = tl.zeros((BLOCK_B,), dtype=tl.float32)
+    g_sum = tl.full((BLOCK_B, BLOCK_A), 0.0, tl.float32)
+    sq_sum = tl.full((BLOCK_B,), 0.0, tl.float32)
     for i in range(0, n_critics):
         v = tl.load(V_ptr + i * stride_n + offs, mask=mask, other=0.0).to(tl.float32)
-        r = tl.sqrt(tl.sum(v * v, axis=1))
+        r = tl.sqrt(_rsum(v * v, 1))
         g = v / (r + EPS_C)[:, None]
         g_sum += g
-        sq_sum += tl.sum(g * g, axis=1)
-    row_loss = (tl.sum(g_sum * g_sum, axis=1) - sq_sum) * scale
+        sq_sum += _rsum(g * g, 1)
+    row_loss = (_rsum(g_sum * g_sum, 1) - sq_sum) * scale
     tl.store(RowLoss_ptr + rows, row_loss, mask=rows < n_rows)
     for i in range(0, n_critics):
         v = tl.load(V_ptr + i * stride_n + offs, mask=mask, other=0.0).to(tl.float32)
-        r = tl.sqrt(tl.sum(v * v, axis=1))
+        r = tl.sqrt(_rsum(v * v, 1))
         inv = 1.0 / (r + EPS_C)
         g = v * inv[:, None]
         u = (g_sum - g) * (2.0 * scale)
-        vu = tl.sum(v * u, axis=1)
+        vu = _rsum(v * u, 1)
         r_safe = tl.where(r > 0.0, r, 1.0)
         proj = tl.where(r > 0.0, vu * inv * inv / r_safe, 0.0)
         grad = (u * inv[:, None] - v * proj[:, None]) * eta

@@ -346,3 +346,44 @@ def test_bad_shapes_and_dtypes_raise() -> None:
         ops.critic_loss(
             obs, act, target, [*weights[:3], w4], [*biases[:3], biases[3].repeat(1, 2)], 1.0
         )
+
+
+# ----------------------------------------------------------------------------- custom op
+
+
+@pytest.mark.parametrize(
+    "with_target,eta,need", [(True, 1.0, True), (True, 0.0, False), (False, 1.0, True)]
+)
+def test_custom_op_schema_and_fake(with_target, eta, need) -> None:
+    """eor::critic_loss_grads is a torch.library custom op whose fake implementation gives the
+    real shapes (what torch.compile / CUDA-graph capture rely on)."""
+    obs, act, target, weights, biases = make_critics(3, 4, 2, 5, 6, dtype=torch.float32)
+    args = (
+        obs,
+        act,
+        target if with_target else None,
+        [w.detach() for w in weights],
+        [b.detach() for b in biases],
+        eta,
+        need,
+        False,
+    )
+    torch.library.opcheck(
+        torch.ops.eor.critic_loss_grads.default, args, test_utils=("test_schema", "test_faketensor")
+    )
+    real = torch.ops.eor.critic_loss_grads(*args)
+    assert len(real) == (11 if need else 3)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake_args = tuple(
+            mode.from_tensor(a)
+            if isinstance(a, Tensor)
+            else [mode.from_tensor(t) for t in a]
+            if isinstance(a, list)
+            else a
+            for a in args
+        )
+        fake = torch.ops.eor.critic_loss_grads(*fake_args)
+    assert [tuple(t.shape) for t in fake] == [tuple(t.shape) for t in real]
+    assert all(t.dtype == r.dtype for t, r in zip(fake, real, strict=True))
