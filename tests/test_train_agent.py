@@ -299,13 +299,15 @@ def test_keyboard_interrupt_inside_update_saves_and_resume_finishes(tmp_path: Pa
 
 
 # ----------------------------------------------------------------------------- NaN
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every_update", [True, False], ids=["cpu-check", "deferred-check"])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, every_update: bool) -> None:
     run = tmp_path / "nan"
     trainer = Trainer(small_config(run), components=make_components())
+    trainer.check_every_update = every_update  # False: the CUDA path, checked at log steps
     real_update = trainer.learner.update
 
     def update(batch: Any, **kw: Any) -> Any:
-        if trainer.learner.num_updates == 15:  # epoch 2: poison one reward
+        if trainer.learner.num_updates == 13:  # epoch 2, not a log step: poison one reward
             batch = {k: v.clone() for k, v in batch.items()}
             batch["rew"][0] = float("nan")
         return real_update(batch, **kw)

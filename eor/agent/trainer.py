@@ -463,6 +463,8 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", truncate_to=metrics_offset)
         self.wandb: WandbMirror | None = None
         self._eval_envs: list[Any] | None = None
+        # On CUDA, losses stay on the device between log steps (no sync per update).
+        self.check_every_update = self.device.type != "cuda"
         self._stop_requested = False
         self._status = "created"
 
@@ -708,6 +710,12 @@ class Trainer:
             self._status = "completed" if not self._stop_requested else "interrupted"
         except KeyboardInterrupt:
             self._status = "interrupted"
+            try:
+                self.learner.raise_if_nonfinite()  # never save a state with a NaN loss behind it
+            except LearnerNonFiniteLossError as exc:
+                self._status = "failed_nonfinite"
+                self._write_summary()
+                raise self._nonfinite_error(exc) from exc
             self.save_checkpoint()
         except LearnerNonFiniteLossError as exc:
             self._status = "failed_nonfinite"
@@ -740,7 +748,6 @@ class Trainer:
         actor = self.learner.actor
         update_time = 0.0
         updates_since_log = 0
-        check_every_update = self.device.type != "cuda"
         while self.epochs_done < cfg.epochs:
             if not self.rollout_done:
                 stats = rollout_phase(
@@ -773,7 +780,7 @@ class Trainer:
                 do_log = (self.total_updates + 1) % cfg.log_every == 0
                 # On CUDA the losses stay on the device between log steps (no sync per update);
                 # a NaN is still caught: at the next log step or epoch end, before any save.
-                out = self.learner.update(batch, log=do_log, check_finite=check_every_update)
+                out = self.learner.update(batch, log=do_log, check_finite=self.check_every_update)
                 self.total_updates += 1
                 self.epoch_updates += 1
                 updates_since_log += 1
