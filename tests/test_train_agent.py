@@ -492,3 +492,18 @@ def test_resume_refuses_a_changed_dynamics_model(tmp_path: Path) -> None:
     other.model_info = {"weights_sha256": "b" * 64}
     with pytest.raises(TrainingSetupError, match="changed since this run started"):
         Trainer.resume(run, overrides={"epochs": 2}, components=other)
+
+
+def test_stop_during_evaluation_checkpoints_the_finished_epoch(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path / "e", epochs=3, updates_per_epoch=2, checkpoint_every=5)
+    trainer = Trainer(cfg, components=make_components())
+    real_evaluate = trainer._evaluate
+
+    def evaluate() -> None:
+        real_evaluate()
+        trainer.request_stop()
+
+    trainer._evaluate = evaluate  # type: ignore[method-assign]
+    assert trainer.train()["status"] == "interrupted"
+    c = load_checkpoint(tmp_path / "e")["counters"]
+    assert (c["epochs_done"], c["epoch_updates"], c["rollout_done"]) == (1, 0, False)

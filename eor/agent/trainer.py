@@ -799,7 +799,7 @@ class Trainer:
             self.epochs_done += 1
             self.epoch_updates = 0
             self.rollout_done = False
-            self.save_checkpoint(force=False)
+            self.save_checkpoint(force=self._stop_requested)
             pbar.update(1)
             self._postfix(pbar, {})
             if self._stop_requested:
