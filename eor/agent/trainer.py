@@ -721,6 +721,9 @@ class Trainer:
             self._status = "failed_nonfinite"
             self._write_summary()
             raise self._nonfinite_error(exc) from exc
+        except Exception:
+            self._status = "failed"  # summary.json says so; the last checkpoint is untouched
+            raise
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
