@@ -15,8 +15,8 @@ Cases (speedup = baseline median / eor median; baselines come from `eor.ref`):
 - critic_update_n10, critic_update_n50, diversity_n10: from `benchmarks/ensemble_critic.py`
   (OPSB's), merged into the same table and JSON when that module is present.
 
-On CPU the fast torch path runs and timing is `benchmarks.common.timeit`, the providers of a case
-alternating in rounds so that load from other processes hits both alike. On CUDA the Triton path
+On CPU the fast torch path runs and the providers of a case alternate call by call (median and
+interquartile spread of all calls), so that load from other processes hits each alike. On CUDA the Triton path
 runs (EOR_BACKEND=auto) and timing is `triton.testing.do_bench`. Achieved GFLOP/s are printed
 beside the peak of a large torch matmul measured in the same run.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,30 @@ def _time(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str
 def _interleaved(
     providers: dict[str, Callable[[], Any]], device: torch.device, rounds: int, repeats: int
 ) -> dict[str, dict[str, float]]:
-    """Time every provider in `rounds` alternating rounds; median over all rounds' medians,
-    spread = max − min of those medians."""
+    """Median and spread (interquartile range) of `rounds · repeats` timed calls per provider.
+
+    On CPU the providers alternate call by call, so that load from other processes on a shared
+    machine hits every provider alike; on CUDA each provider gets one do_bench.
+    """
     for fn in providers.values():
         fn()  # warm-up (and Triton compilation)
-    medians: dict[str, list[float]] = {name: [] for name in providers}
-    for _ in range(1 if device.type == "cuda" else rounds):
+    if device.type == "cuda":
+        return {name: _time(fn, device, repeats) for name, fn in providers.items()}
+    times: dict[str, list[float]] = {name: [] for name in providers}
+    for _ in range(rounds * repeats):
         for name, fn in providers.items():
-            medians[name].append(_time(fn, device, repeats)["median_s"])
-    return {
-        name: {"median_s": statistics.median(m), "spread_s": max(m) - min(m)}
-        for name, m in medians.items()
-    }
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        out[name] = {
+            "median_s": statistics.median(ts),
+            "spread_s": ts[(3 * len(ts)) // 4] - ts[len(ts) // 4],
+            "min_s": ts[0],
+        }
+    return out
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048) -> float:
