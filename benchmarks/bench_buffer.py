@@ -101,7 +101,7 @@ def interleaved(cases: dict[str, Callable[[], Any]], inner: int, rounds: int) ->
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     torch.set_num_threads(1)  # see interleaved(); also what a sampler thread in training gets
-    inner, rounds, add_rounds = (100, 7, 3) if args.quick else (300, 21, 9)
+    inner, rounds, add_rounds = (300, 5, 3) if args.quick else (1000, 15, 9)
     rng = np.random.default_rng(0)
 
     print(f"filling buffers: real {REAL_N:,} rows, model {MODEL_N:,} rows (obs {S}, act {A})")

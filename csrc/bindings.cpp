@@ -248,7 +248,7 @@ py::dict fields(const py::object& self_obj) {
   const ReplayBuffer& self = self_obj.cast<const ReplayBuffer&>();
   const auto n = static_cast<py::ssize_t>(self.size());
   const std::size_t s = self.obs_dim(), a = self.act_dim();
-  const auto row_stride = static_cast<py::ssize_t>(self.row_width() * sizeof(float));
+  const auto row_stride = static_cast<py::ssize_t>(self.row_stride() * sizeof(float));
   const auto f = static_cast<py::ssize_t>(sizeof(float));
   const float* base = self.data();
   auto view = [&](std::size_t offset, std::size_t width) {

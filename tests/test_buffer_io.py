@@ -237,7 +237,7 @@ def test_set_state_rejects_bad_states(state: object, match: str) -> None:
 # ----------------------------------------------------------------------------- save / load
 
 
-@pytest.mark.parametrize(("capacity", "n"), [(50, 0), (50, 20), (50, 50), (50, 137)])
+@pytest.mark.parametrize(("capacity", "n"), [(50, 0), (50, 20), (50, 50), (50, 137), (9000, 8500)])
 def test_save_load_round_trip(tmp_path: Path, capacity: int, n: int) -> None:
     buf = filled(capacity=capacity, n=n, seed=3) if n else eor.ReplayBuffer(capacity, 3, 2, seed=3)
     if n:

@@ -61,6 +61,7 @@ struct Batch {
 void test_fifo_and_wraparound() {
   eor::ReplayBuffer buf(4, S, A, 0);
   CHECK(buf.size() == 0 && buf.capacity() == 4 && buf.row_width() == 2 * S + A + 2);
+  CHECK(buf.row_stride() >= buf.row_width());
   CHECK(buf.add(Rows(3, 0).view()) == 3);
   CHECK(buf.size() == 3 && buf.position() == 3);
   CHECK(buf.add(Rows(5, 3).view()) == 5);  // rows 0..7 so far: slots hold 4 5 6 7
@@ -69,12 +70,12 @@ void test_fifo_and_wraparound() {
   CHECK(buf.position() == 2);
   const float want[4] = {8, 9, 6, 7};
   for (std::size_t slot = 0; slot < 4; ++slot) {
-    const float* row = buf.data() + slot * buf.row_width();
+    const float* row = buf.data() + slot * buf.row_stride();
     for (std::size_t j = 0; j < buf.row_width(); ++j) CHECK(row[j] == want[slot]);
   }
   CHECK(buf.add(Rows(9, 100).view()) == 9);  // more than capacity in one call: the last 4 stay
   std::set<float> kept;
-  for (std::size_t slot = 0; slot < 4; ++slot) kept.insert(buf.data()[slot * buf.row_width()]);
+  for (std::size_t slot = 0; slot < 4; ++slot) kept.insert(buf.data()[slot * buf.row_stride()]);
   CHECK((kept == std::set<float>{105, 106, 107, 108}));
   CHECK(buf.position() == (2 + 9) % 4);
   buf.clear();
@@ -92,7 +93,7 @@ void test_nonfinite_rows() {
   CHECK(buf.size() == 3);
   const float want[3] = {0, 2, 4};
   for (std::size_t slot = 0; slot < 3; ++slot)
-    CHECK(buf.data()[slot * buf.row_width()] == want[slot]);
+    CHECK(buf.data()[slot * buf.row_stride()] == want[slot]);
 }
 
 void test_sample_distinct_and_errors() {
@@ -177,7 +178,7 @@ void test_save_load() {
   CHECK(loaded->size() == buf.size() && loaded->position() == buf.position());
   CHECK(loaded->seed() == 77 && loaded->rng_state() == buf.rng_state());
   bool same = true;
-  for (std::size_t i = 0; i < 40 * buf.row_width(); ++i)
+  for (std::size_t i = 0; i < 40 * buf.row_stride(); ++i)
     same = same && loaded->data()[i] == buf.data()[i];
   CHECK(same);
 
@@ -232,7 +233,7 @@ void test_concurrent_add_and_sample() {
 void test_huge_capacity_lazily() {
   // 10M HalfCheetah transitions: 1.7 GB of address space, only touched where rows are written.
   eor::ReplayBuffer buf(10000000, 17, 6, 0);
-  CHECK(buf.capacity() == 10000000 && buf.row_width() == 42);
+  CHECK(buf.capacity() == 10000000 && buf.row_width() == 42 && buf.row_stride() == 48);
   std::vector<float> obs(17 * 10, 1.0f), act(6 * 10, 1.0f), rew(10, 1.0f), done(10, 0.0f);
   buf.add({obs.data(), act.data(), rew.data(), obs.data(), done.data(), 10});
   CHECK(buf.size() == 10);

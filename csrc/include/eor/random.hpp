@@ -115,13 +115,19 @@ class Xoshiro256 {
 ///    (at most k of them), reused between calls and invalidated by a generation stamp.
 class DistinctSampler {
  public:
-  template <class Rng>
-  void sample(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
+  struct NoVisit {
+    void operator()(std::uint64_t) const {}
+  };
+
+  /// `visit(value)` is called with each value as soon as it is final (the replay buffer uses it
+  /// to prefetch the row while the next value is being drawn).
+  template <class Rng, class Visit = NoVisit>
+  void sample(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out, Visit visit = {}) {
     if (k > n) throw std::invalid_argument("DistinctSampler: k > n");
     if (2 * static_cast<std::uint64_t>(k) <= n) {
-      sample_rejection(rng, n, k, out);
+      sample_rejection(rng, n, k, out, visit);
     } else {
-      sample_shuffle(rng, n, k, out);
+      sample_shuffle(rng, n, k, out, visit);
     }
   }
 
@@ -130,8 +136,8 @@ class DistinctSampler {
   // lookup is nearly always one probe of an L1-resident table (a bitmap over all n rows was
   // tried first: its random lines miss the cache once the gathered rows have evicted it). The
   // filled slots are reset afterwards, so the table is all-zero between calls.
-  template <class Rng>
-  void sample_rejection(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
+  template <class Rng, class Visit>
+  void sample_rejection(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out, Visit& visit) {
     std::size_t size = 64;
     int shift = 58;
     while (size < 4 * k) {
@@ -153,12 +159,13 @@ class DistinctSampler {
       set_[h] = r + 1;
       filled_[i] = h;
       out[i] = static_cast<std::int64_t>(r);
+      visit(r);
     }
     for (std::size_t i = 0; i < k; ++i) set_[filled_[i]] = 0;
   }
 
-  template <class Rng>
-  void sample_shuffle(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out) {
+  template <class Rng, class Visit>
+  void sample_shuffle(Rng& rng, std::uint64_t n, std::size_t k, std::int64_t* out, Visit& visit) {
     prepare(k);
     for (std::size_t i = 0; i < k; ++i) {
       const std::uint64_t ui = static_cast<std::uint64_t>(i);
@@ -166,6 +173,7 @@ class DistinctSampler {
       const std::uint64_t aj = get(j);
       const std::uint64_t ai = get(ui);
       out[i] = static_cast<std::int64_t>(aj);
+      visit(aj);
       if (j != ui) set(j, ai);
     }
   }
