@@ -347,3 +347,20 @@ def test_load_actor_from_checkpoint_and_run_dir(tmp_path: Any) -> None:
         load_actor(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="not a RAVL learner state"):
         actor_from_state({"weights": 1})
+
+
+def test_state_from_another_device_kind_reseeds_deterministically() -> None:
+    """A generator state saved on another device kind cannot be restored; the learner then
+    continues from a seed derived from it: the same state gives the same draws."""
+    cfg = RAVLConfig(obs_dim=4, act_dim=2, hidden_dim=8, num_critics=2)
+    state = RAVL(cfg, seed=1).state_dict()
+    state["generator_device"] = "cuda"  # as if saved on a GPU
+    a, b = RAVL(cfg, seed=2), RAVL(cfg, seed=3)
+    a.load_state_dict(state)
+    b.load_state_dict(state)
+    draw_a = torch.randn(5, generator=a.generator)
+    assert torch.equal(draw_a, torch.randn(5, generator=b.generator))
+    other = dict(state, generator=RAVL(cfg, seed=4).generator.get_state())
+    c = RAVL(cfg, seed=2)
+    c.load_state_dict(other)
+    assert not torch.equal(draw_a, torch.randn(5, generator=c.generator))

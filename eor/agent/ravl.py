@@ -33,6 +33,7 @@ same stream.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -457,11 +458,11 @@ class RAVL:
         gen_state = torch.as_tensor(state["generator"]).cpu()
         if state.get("generator_device", self.device.type) == self.device.type:
             self.generator.set_state(gen_state)
-        else:  # a CPU generator's state cannot seed a CUDA one: derive a seed from it instead
-            src = torch.Generator().manual_seed(0)
-            if state.get("generator_device") == "cpu":
-                src.set_state(gen_state)
-            self.generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=src).item()))
+        else:
+            # Generator states do not carry across device kinds (a CPU state cannot seed a CUDA
+            # generator): continue from a seed derived from the saved state instead.
+            digest = hashlib.sha256(gen_state.numpy().tobytes()).digest()
+            self.generator.manual_seed(int.from_bytes(digest[:8], "little") % 2**62)
         self.num_updates = int(state.get("num_updates", 0))
 
 
