@@ -56,6 +56,13 @@ def test_constructor_rejects_bad_arguments(args: tuple, match: str) -> None:
         eor.ReplayBuffer(*args)
 
 
+def test_impossible_capacity_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="overflows the address space"):
+        eor.ReplayBuffer(2**62, 17, 6)
+    with pytest.raises(MemoryError):
+        eor.ReplayBuffer(2**50, 17, 6)  # fits in 64 bits, not in any address space
+
+
 def test_constructor_rejects_non_int_seed() -> None:
     with pytest.raises(TypeError, match="seed must be an int"):
         eor.ReplayBuffer(10, 3, 2, seed=1.5)  # type: ignore[arg-type]
