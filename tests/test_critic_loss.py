@@ -387,3 +387,15 @@ def test_custom_op_schema_and_fake(with_target, eta, need) -> None:
         fake = torch.ops.eor.critic_loss_grads(*fake_args)
     assert [tuple(t.shape) for t in fake] == [tuple(t.shape) for t in real]
     assert all(t.dtype == r.dtype for t, r in zip(fake, real, strict=True))
+
+
+def test_explicit_triton_without_gpu_or_interpreter_raises(monkeypatch) -> None:
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    obs, act, target, weights, biases = make_critics(2, 3, 2, 4, 3, dtype=torch.float32)
+    with pytest.raises(ops.BackendUnavailableError, match="TRITON_INTERPRET"):
+        ops.critic_loss(obs, act, target, weights, biases, 1.0)
+    with pytest.raises(ops.BackendUnavailableError, match="TRITON_INTERPRET"):
+        ops.diversity_loss(obs, act, weights, biases)
+    monkeypatch.setenv("EOR_BACKEND", "auto")  # auto on CPU: the torch closed form
+    assert ops._choose_backend("critic_loss", obs) == "torch"
+    assert ops.backend_report("cpu")["diversity_loss"] == "torch"
