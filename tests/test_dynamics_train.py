@@ -178,7 +178,9 @@ def test_one_epoch_matches_per_member_reference() -> None:
     tr = _trainer()
     tr.model.double()
     tr.train_x, tr.train_y = tr.train_x.double(), tr.train_y.double()
-    tr.optimizer = torch.optim.Adam(tr.model.param_groups(1.0), lr=1e-3)
+    tr.optimizer = torch.optim.Adam(
+        tr.model.param_groups(1.0), lr=1e-3, fused=True
+    )  # as the trainer builds it
     r = ref.DynamicsEnsembleRef(4, 2, num_members=3, num_elites=2, hidden_dim=16).double()
     r.load_stacked([w.detach() for w in tr.model.weights], [b.detach() for b in tr.model.biases])
     opt_r = r.make_optimizer(1e-3, 1.0)
