@@ -394,3 +394,37 @@ def test_concurrent_add_and_sample_never_tear_a_transition() -> None:
     assert not errors, errors[:3]
     assert min(samples) > 0  # both readers ran, and the writer started only after that
     assert len(buf) == capacity
+
+
+def test_from_arrays_errors() -> None:
+    with pytest.raises(ValueError, match=r"from_arrays: obs must have shape \[n, S\]"):
+        eor.ReplayBuffer.from_arrays(np.zeros((0, 3)), np.zeros((0, 2)), [], np.zeros((0, 3)), [])
+    with pytest.raises(ValueError, match=r"from_arrays: obs must have shape \[n, S\]"):
+        eor.ReplayBuffer.from_arrays(
+            np.zeros(3), np.zeros((3, 2)), [0] * 3, np.zeros((3, 3)), [0] * 3
+        )
+    with pytest.raises(ValueError, match=r"from_arrays: act must have shape \[n, A\]"):
+        eor.ReplayBuffer.from_arrays(
+            np.zeros((3, 3)), np.zeros(3), [0] * 3, np.zeros((3, 3)), [0] * 3
+        )
+    with pytest.raises(ValueError, match="rew has 2 rows but obs has 3"):
+        eor.ReplayBuffer.from_arrays(
+            np.zeros((3, 3)), np.zeros((3, 2)), [0] * 2, np.zeros((3, 3)), [0] * 3
+        )
+
+
+def test_sample_mixed_with_replacement_may_exceed_a_buffer() -> None:
+    a, b = filled(n=5), filled(n=30, seed=1)
+    batch = eor.sample_mixed([a, b], [8, 4], replace=True)
+    assert batch["obs"].shape == (12, 3)
+    assert np.isin(batch["rew"][:8], a.fields()["rew"]).all()
+    assert np.isin(batch["rew"][8:], b.fields()["rew"]).all()
+
+
+def test_empty_buffer_views_and_gather_out() -> None:
+    empty = eor.ReplayBuffer(5, 3, 2)
+    assert {k: v.shape[0] for k, v in empty.fields().items()} == dict.fromkeys(FIELDS, 0)
+    buf = filled()
+    out = buf.empty_batch(3)
+    assert buf.gather(np.array([4, 0, 4]), out=out) is out
+    np.testing.assert_array_equal(out["rew"], buf.fields()["rew"][[4, 0, 4]])

@@ -40,7 +40,7 @@ inline std::uint64_t mul_hi_lo_portable(std::uint64_t a, std::uint64_t b, std::u
 /// High 64 bits of the 128-bit product a * b, and the low 64 bits in `lo`.
 inline std::uint64_t mul_hi_lo(std::uint64_t a, std::uint64_t b, std::uint64_t& lo) {
 #if defined(__SIZEOF_INT128__)
-  __extension__ using u128 = unsigned __int128;
+  __extension__ typedef unsigned __int128 u128;
   const u128 m = static_cast<u128>(a) * static_cast<u128>(b);
   lo = static_cast<std::uint64_t>(m);
   return static_cast<std::uint64_t>(m >> 64);
