@@ -65,7 +65,9 @@ def _check_critic_loss(n: int, b: int, s: int, a: int, h: int, eta: float, edit=
     assert torch32.weight_grads is not None and torch32.bias_grads is not None
 
     out = ops.critic_loss(obs32, act32, target32, p32[:4], p32[4:], eta)
-    _assert_rounding("loss", out.loss.detach(), expected.detach(), torch32.td + eta * torch32.diversity)
+    _assert_rounding(
+        "loss", out.loss.detach(), expected.detach(), torch32.td + eta * torch32.diversity
+    )
     _assert_rounding("q", out.q, ref.critic_q_ref(obs, act, weights, biases).detach(), torch32.q)
     grads = grads_of(out.loss, p32)
     for name, g, e, t in zip(
@@ -90,7 +92,7 @@ def test_critic_loss_kernels_hidden_256() -> None:
     _check_critic_loss(2, 7, 17, 6, 256, 1.0)
 
 
-@pytest.mark.parametrize("n,b,h", [(2, 7, 31), (3, 33, 18)])
+@pytest.mark.parametrize("n,b,h", [(2, 7, 31), (3, 33, 18), (2, 70, 18)])  # 70: two row blocks
 def test_diversity_loss_kernels(n, b, h) -> None:
     obs, act, _, weights, biases = make_critics(n, 17, 6, h, b)
     expected = ref.diversity_loss_ref(obs, act, weights, biases)
