@@ -213,11 +213,12 @@ def chi2_upper(dof: int, z: float = 4.0) -> float:
     return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
 
 
-@pytest.mark.parametrize("replace", [False, True])
-def test_sampling_is_uniform(replace: bool) -> None:
-    """Seeded chi-square test: slot counts over 4000 batches of 10 from 50 rows, overall and at
-    batch position 0 (order must be uniform too), within the z = 4 chi-square bound."""
-    n, k, draws = 50, 10, 4000
+@pytest.mark.parametrize(("k", "replace"), [(10, False), (10, True), (40, False)])
+def test_sampling_is_uniform(k: int, replace: bool) -> None:
+    """Seeded chi-square test: slot counts over 4000 batches of k from 50 rows, overall and at
+    batch position 0 (order must be uniform too), within the z = 4 chi-square bound. k = 10 uses
+    the rejection sampler, k = 40 (> n/2) the sparse Fisher-Yates shuffle."""
+    n, draws = 50, 4000
     buf = eor.ReplayBuffer(n, 1, 1, seed=11)
     v = np.arange(n, dtype=np.float32)
     buf.add(v[:, None], v[:, None], v, v[:, None], v)
