@@ -5,13 +5,14 @@
 //
 // Layout: one transition is one contiguous row of width W = 2*obs_dim + act_dim + 2 floats,
 //   [ obs (obs_dim) | act (act_dim) | rew (1) | next_obs (obs_dim) | done (1) ],
-// so a sampled transition is a single cache-friendly block (HalfCheetah: 42 floats, 168 bytes).
+// so a sampled transition is a single block (HalfCheetah: 42 floats, 168 bytes). Each slot is
+// padded to a cache-friendly stride (HalfCheetah: 48 floats, 192 bytes; see padded_stride).
 // Rows live in slots 0..capacity-1; slot `position()` is written next and the oldest row is
 // overwritten once the buffer is full. While not full, slots [0, size) are exactly the stored
 // rows, so "index" below always means a slot in [0, size).
 //
 // Memory is reserved with mmap (calloc off Linux), which the OS backs lazily: a 10M-transition
-// buffer reserves 1.7 GB of address space but only commits the pages rows are written to.
+// HalfCheetah buffer reserves 1.9 GB of address space but commits only the pages written to.
 //
 // Thread safety: every public method takes the buffer's mutex, so add() from one thread and
 // sample() from another never see a half-written row. sample_mixed locks one buffer at a time.
