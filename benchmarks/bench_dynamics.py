@@ -2,7 +2,8 @@
 
 On a halfcheetah-random dataset collected with `eor collect` (200k steps; 5k with --quick):
   - quality: eor's trainer and `eor.ref.fit_dynamics_ref` (a Python loop over 7 nn.Module MLPs)
-    train for the same epochs from the same init on the same split, bootstrap and batch order;
+    train for the same epochs from the same init on the same split, bootstrap and batch order
+    (their epochs alternate, so both see the same machine load);
     holdout MSE of both (ratio eor / ref), and one-step and 5-step rollout error of both models
     against the real simulator, started from held-out dataset states;
   - epoch time: median seconds per epoch (one pass over the bootstrap + holdout evaluation);
@@ -114,10 +115,10 @@ def main() -> None:
     )
     reference = reference_like(trainer)  # same init, normaliser, split and bootstrap
     shuffle_state = trainer.shuffle_gen.get_state()  # and the same batch order
-    trainer.fit()
-    eor_mse = trainer.holdout_losses
+    trainer.start()
     gen = torch.Generator()
     gen.set_state(shuffle_state)
+    # Epochs alternate (ref, eor, ref, eor, ...) so that both see the same machine load.
     ref_mse, ref_times = ref.fit_dynamics_ref(
         reference,
         trainer.train_x,
@@ -129,7 +130,9 @@ def main() -> None:
         batch_size=config.batch_size,
         lr=config.model_lr,
         generator=gen,
+        on_epoch=lambda _: trainer.run_epoch(),
     )
+    eor_mse = trainer.finish()
     ref_elites = sorted(np.argsort(ref_mse)[: config.num_elites].tolist())
     reference.elites.copy_(torch.tensor(ref_elites))
     eor_elite_mse = float(np.mean([eor_mse[i] for i in trainer.model.elites.tolist()]))

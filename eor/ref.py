@@ -8,7 +8,7 @@ Sections are owned by the part of eor they specify; keep each function self-cont
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -499,6 +499,7 @@ def fit_dynamics_ref(
     lr: float = 1e-3,
     l2_reg_multiplier: float = 1.0,
     generator: torch.Generator | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Train `epochs` epochs as the reference does, keeping each member's best weights.
 
@@ -507,7 +508,8 @@ def fit_dynamics_ref(
     A member's weights are saved when its holdout MSE improves by more than 1 % (the first
     comparison is against the untrained model) and restored at the end. No early stop, no lr
     drop: a fixed budget, for like-for-like comparisons. Returns (final holdout MSE per member,
-    seconds per epoch including its holdout evaluation).
+    seconds per epoch including its holdout evaluation). `on_epoch(epoch)` runs after each
+    epoch, outside the timing (a benchmark interleaves the other provider's epochs there).
     """
     import copy
     import time
@@ -526,6 +528,8 @@ def fit_dynamics_ref(
                 best[e] = mse[e]
                 saved[e] = copy.deepcopy(member.state_dict())
         times.append(time.perf_counter() - t0)
+        if on_epoch is not None:
+            on_epoch(len(times))
     for member, state in zip(model.members, saved, strict=True):
         member.load_state_dict(state)
     return model.holdout_mse(holdout_x, holdout_y).tolist(), times
