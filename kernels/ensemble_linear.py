@@ -31,13 +31,29 @@ INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 ACTIVATION_IDS = {"none": 0, "relu": 1, "silu": 2}
 
 
+# Only builtins of triton.language (plus jit helpers defined here) are used in the kernels: the
+# standard library's jit functions (its zeros, sum, sigmoid, ...) are decorated once, when triton
+# is first imported, and cannot run in the interpreter if that import happened with
+# TRITON_INTERPRET unset (torch._dynamo imports triton, e.g. for torch.compile or opcheck).
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
 @triton.jit
 def _act(z, ACTIVATION: tl.constexpr):
     """act(z): 0 none, 1 relu, 2 silu."""
     if ACTIVATION == 1:
         z = tl.maximum(z, 0.0)
     elif ACTIVATION == 2:
-        z = z * tl.sigmoid(z)
+        z = z * _sigmoid(z)
     return z
 
 
@@ -47,7 +63,7 @@ def _act_grad(dy, s, ACTIVATION: tl.constexpr):
     if ACTIVATION == 1:
         dy = tl.where(s > 0.0, dy, 0.0)
     elif ACTIVATION == 2:
-        sig = tl.sigmoid(s)
+        sig = _sigmoid(s)
         dy = dy * sig * (1.0 + s * (1.0 - sig))
     return dy
 
@@ -90,7 +106,7 @@ def _ensemble_linear_fwd_kernel(
     mask_n = offs_n < n_out
     x_ptrs = X_ptr + e * stride_xe + offs_m[:, None] * stride_xb + offs_k[None, :] * stride_xi
     w_ptrs = W_ptr + e * stride_we + offs_k[:, None] * stride_wi + offs_n[None, :] * stride_wo
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k in range(0, n_in, BLOCK_K):
         mask_k = (offs_k + k) < n_in
         x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
@@ -147,7 +163,7 @@ def _ensemble_linear_bwd_dx_kernel(
     else:
         e_first = tl.program_id(2)
         e_count = 1
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for e in range(e_first, e_first + e_count):
         for k in range(0, n_out, BLOCK_K):
             ok = offs_k + k
@@ -208,8 +224,8 @@ def _ensemble_linear_bwd_dw_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < n_in
     mask_n = offs_n < n_out
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    db = tl.full((BLOCK_N,), 0.0, tl.float32)
     for k in range(0, n_rows, BLOCK_K):
         rows = offs_k + k
         mask_r = rows < n_rows
@@ -228,7 +244,7 @@ def _ensemble_linear_bwd_dw_kernel(
             ).to(tl.float32)
             acc = tl.dot(xt, dz, acc, input_precision=INPUT_PRECISION)
         if COMPUTE_DB:
-            db += tl.sum(dz, axis=0)
+            db += tl.reduce(dz, 0, _add)
     if COMPUTE_DW:
         tl.store(
             dW_ptr + e * n_in * n_out + offs_m[:, None] * n_out + offs_n[None, :],

@@ -80,7 +80,7 @@ def _pair(
     offs_b = tl.arange(0, NB_P)
     mask_k = offs_k < n_hidden
     mask_b = offs_b < n_b
-    acc = tl.zeros((BLOCK_M, NB_P), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, NB_P), 0.0, tl.float32)
     for c in tl.static_range(0, H_P, BLOCK_N):
         offs_c = c + tl.arange(0, BLOCK_N)
         mask_c = offs_c < n_hidden
