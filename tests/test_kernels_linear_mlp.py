@@ -158,3 +158,23 @@ def test_layerwise_fallback_for_unfused_shapes() -> None:
                              name=str(kwargs))  # fmt: skip
     out = ops.ensemble_mlp(x, weights[:1], biases[:1], "relu")
     assert_close_verbose(out, ref.ensemble_mlp_ref(x, weights[:1], biases[:1]), name="1 layer")
+
+
+def test_custom_op_opcheck_on_the_triton_path() -> None:
+    """Fake implementations and autograd registration agree with the Triton implementations."""
+    x = torch.randn(5, 7, requires_grad=True)
+    w = torch.randn(2, 7, 3, requires_grad=True)
+    b = torch.randn(2, 3, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.eor.ensemble_linear.default,
+        (x, w, b, "silu"),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
+    weights = [torch.randn(2, 7, 16), torch.randn(2, 16, 4)]
+    biases = [torch.randn(2, 16), torch.randn(2, 4)]
+    torch.library.opcheck(
+        torch.ops.eor.gaussian_ensemble_forward.default,
+        (x.detach(), weights, biases, torch.zeros(2), torch.full((2,), -5.0),
+         torch.tensor([1, 0, 1, 1, 0]), "silu"),
+        test_utils=("test_schema", "test_faketensor"),
+    )  # fmt: skip
