@@ -356,6 +356,9 @@ class DynamicsMemberRef(torch.nn.Module):
     `S+A -> H (x num_hidden, SiLU) -> mean [D]` and `-> raw logvar [D]`.
     """
 
+    mean_head: torch.nn.Linear
+    logvar_head: torch.nn.Linear
+
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 200, num_hidden: int = 4) -> None:
         super().__init__()
         sizes = [in_dim] + [hidden_dim] * num_hidden
@@ -367,8 +370,12 @@ class DynamicsMemberRef(torch.nn.Module):
             torch.nn.init.trunc_normal_(layer.weight, 0.0, std, -2.0 * std, 2.0 * std)
             torch.nn.init.zeros_(layer.bias)
 
+    def layers(self) -> list[torch.nn.Linear]:
+        """The hidden layers, typed (a ModuleList yields plain Modules)."""
+        return [layer for layer in self.hidden if isinstance(layer, torch.nn.Linear)]
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        for layer in self.hidden:
+        for layer in self.layers():
             x = F.silu(layer(x))
         return self.mean_head(x), self.logvar_head(x)
 
@@ -378,6 +385,10 @@ class DynamicsEnsembleRef(torch.nn.Module):
 
     Inputs here are already normalised (`input_mean`/`input_std` buffers hold the statistics).
     """
+
+    input_mean: Tensor
+    input_std: Tensor
+    elites: Tensor
 
     def __init__(
         self, obs_dim: int, act_dim: int, num_members: int = 7, num_elites: int = 5, hidden_dim: int = 200
@@ -394,12 +405,15 @@ class DynamicsEnsembleRef(torch.nn.Module):
         self.register_buffer("input_std", torch.ones(obs_dim + act_dim))
         self.register_buffer("elites", torch.arange(num_elites))
 
+    def member_modules(self) -> list[DynamicsMemberRef]:
+        return [m for m in self.members if isinstance(m, DynamicsMemberRef)]
+
     def load_stacked(self, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> None:
         """Copy stacked `[E, I, O]` weights (head `[E, H, 2D]`: mean half, then logvar half)."""
         d = self.out_dim
         with torch.no_grad():
-            for e, member in enumerate(self.members):
-                for layer, w, b in zip(member.hidden, weights[:-1], biases[:-1], strict=True):
+            for e, member in enumerate(self.member_modules()):
+                for layer, w, b in zip(member.layers(), weights[:-1], biases[:-1], strict=True):
                     layer.weight.copy_(w[e].T)
                     layer.bias.copy_(b[e])
                 member.mean_head.weight.copy_(weights[-1][e, :, :d].T)
@@ -413,7 +427,7 @@ class DynamicsEnsembleRef(torch.nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x `[B, I]` shared or `[E, B, I]` per member -> (mean, bounded logvar) `[E, B, D]`."""
         means, logvars = [], []
-        for e, member in enumerate(self.members):
+        for e, member in enumerate(self.member_modules()):
             mean, raw = member(x if x.dim() == 2 else x[e])
             means.append(mean)
             logvars.append(bound_logvar_ref(raw, self.max_logvar, self.min_logvar))
@@ -431,8 +445,8 @@ class DynamicsEnsembleRef(torch.nn.Module):
         decays = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5)
         groups: list[dict] = []
         no_decay: list[Tensor] = [self.max_logvar, self.min_logvar]
-        for member in self.members:
-            for layer, decay in zip(member.hidden, decays, strict=True):
+        for member in self.member_modules():
+            for layer, decay in zip(member.layers(), decays, strict=True):
                 groups.append({"params": [layer.weight], "weight_decay": decay * l2_reg_multiplier})
                 no_decay.append(layer.bias)
             for head in (member.mean_head, member.logvar_head):
@@ -516,21 +530,21 @@ def fit_dynamics_ref(
 
     optimizer = model.make_optimizer(lr, l2_reg_multiplier)
     best = model.holdout_mse(holdout_x, holdout_y).tolist()
-    saved = [copy.deepcopy(m.state_dict()) for m in model.members]
+    saved = [copy.deepcopy(m.state_dict()) for m in model.member_modules()]
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
         perm = torch.argsort(torch.rand(bootstrap.shape, generator=generator), dim=1)
         model.train_epoch(train_x, train_y, bootstrap.gather(1, perm), optimizer, batch_size)
         mse = model.holdout_mse(holdout_x, holdout_y).tolist()
-        for e, member in enumerate(model.members):
+        for e, member in enumerate(model.member_modules()):
             if (best[e] - mse[e]) / best[e] > 0.01:
                 best[e] = mse[e]
                 saved[e] = copy.deepcopy(member.state_dict())
         times.append(time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(len(times))
-    for member, state in zip(model.members, saved, strict=True):
+    for member, state in zip(model.member_modules(), saved, strict=True):
         member.load_state_dict(state)
     return model.holdout_mse(holdout_x, holdout_y).tolist(), times
 
