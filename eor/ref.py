@@ -31,7 +31,9 @@ def activation_ref(x: Tensor, activation: str) -> Tensor:
 # ----------------------------------------------------------------------------- ensemble ops
 
 
-def ensemble_linear_ref(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none") -> Tensor:
+def ensemble_linear_ref(
+    x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none"
+) -> Tensor:
     """y[e] = act(x[e] @ W[e] + b[e]).
 
     x: `[E, B, I]` (per-member input) or `[B, I]` (shared by all members);
@@ -109,7 +111,9 @@ def ensemble_linear_loop_ref(
     """Speed baseline: one `nn.Linear` per member in a Python loop (how the reference dynamics
     model runs). x `[E, B, I]` or shared `[B, I]`; layers: E modules I -> O. Returns `[E, B, O]`."""
     xs = [x] * len(layers) if x.dim() == 2 else list(x)
-    return torch.stack([activation_ref(layer(xe), activation) for layer, xe in zip(layers, xs, strict=True)])
+    return torch.stack(
+        [activation_ref(layer(xe), activation) for layer, xe in zip(layers, xs, strict=True)]
+    )
 
 
 def ensemble_linear_repeated_ref(
