@@ -391,3 +391,29 @@ def test_cli_help_lists_both_spellings() -> None:
         "max_epochs",
     ):
         assert f"--{name}" in result.output and f"--{name.replace('_', '-')}" in result.output, name
+
+
+def test_cli_ctrl_c_keeps_checkpoint_and_resume_finishes(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eor.dynamics.train import DynamicsTrainer
+
+    real = DynamicsTrainer.run_epoch
+
+    def interrupted(self: DynamicsTrainer) -> dict:
+        if self.epoch == 2:  # Ctrl-C in the middle of epoch 3
+            raise KeyboardInterrupt
+        return real(self)
+
+    path = tmp_path / "m"
+    args = ["train-model", "--env_name", "halfcheetah-random-v2", "--dataset", str(data_file),
+            "--save_path", str(path), "--hidden_dim", "8", "--max_epochs", "4",
+            "--checkpoint_interval", "0", "-q"]  # fmt: skip
+    monkeypatch.setattr(DynamicsTrainer, "run_epoch", interrupted)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130 and "continue with --resume" in result.output, result.output
+    assert read_meta(path)["epoch"] == 2 and not read_meta(path)["complete"]
+    monkeypatch.setattr(DynamicsTrainer, "run_epoch", real)
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert read_meta(path)["complete"] and read_meta(path)["epoch"] == 4
