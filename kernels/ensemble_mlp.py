@@ -49,6 +49,11 @@ from .ensemble_linear import (
 
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 MAX_FUSED_WIDTH = 256
+# The fused min over members gives one program per row block, looping over the members: too
+# few programs to fill a GPU for small batches (critic targets: B = 256 -> 16 programs). Below
+# this many row blocks, the full forward (one program per member and row block) runs instead
+# and the minimum is taken by torch.
+MIN_ROW_BLOCKS_FOR_FUSED_MIN = 128
 
 
 @triton.jit
@@ -364,14 +369,17 @@ def _launch(
         b_hid = torch.stack(list(biases[1:-1])).contiguous()  # [NUM_HID, E, H]
     else:
         w_hid, b_hid = w_out, b_out  # never read
+    h_p = _block(n_hidden, hi=MAX_FUSED_WIDTH)
+    block_m = 16 if h_p > 128 else 32  # h `[BLOCK_M, H_P]` lives in registers
     mode = 2 if members is not None else (1 if reduce == "min" else 0)
+    if mode == 1 and triton.cdiv(n_rows, block_m) < MIN_ROW_BLOCKS_FOR_FUSED_MIN:
+        y, _ = _launch(x, weights, biases, activation, None, None, None, None)
+        return y.amin(dim=0), None
     bound = max_logvar is not None
     d = n_out // 2 if bound else n_out
     shape = (e, n_rows, d) if mode == 0 else (n_rows, d)
     y = torch.empty(shape, device=x.device, dtype=x.dtype)
     lv = torch.empty(shape, device=x.device, dtype=x.dtype) if bound else None
-    h_p = _block(n_hidden, hi=MAX_FUSED_WIDTH)
-    block_m = 16 if h_p > 128 else 32  # h `[BLOCK_M, H_P]` lives in registers
     block_n = min(32, h_p)
     dummy = y
     if mode == 2:
