@@ -417,3 +417,12 @@ def test_cli_ctrl_c_keeps_checkpoint_and_resume_finishes(
     result = CliRunner().invoke(main, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert read_meta(path)["complete"] and read_meta(path)["epoch"] == 4
+
+
+def test_load_refuses_meta_without_dims(trained: Path, tmp_path: Path) -> None:
+    d = _copy(trained, tmp_path)
+    meta = json.loads((d / "meta.json").read_text())
+    del meta["dims"]["hidden_dim"]
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DynamicsLoadError, match="corrupt: dims must hold"):
+        load(d)

@@ -240,6 +240,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     for key in ("files", "sha256", "dims", "env", "elites"):
         if key not in meta:
             raise DynamicsLoadError(f"{str(meta_path)!r} is corrupt: missing key {key!r}")
+    dim_keys = ("obs_dim", "act_dim", "hidden_dim", "num_hidden", "num_members", "num_elites")
+    if not isinstance(meta["dims"], dict) or any(k not in meta["dims"] for k in dim_keys):
+        raise DynamicsLoadError(f"{str(meta_path)!r} is corrupt: dims must hold {dim_keys}")
     return meta
 
 
