@@ -24,7 +24,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a run of under a minute, same keys")
-    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/<name>.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON (default benchmarks/results/<name>.json)",
+    )
     return parser.parse_args(argv)
 
 
@@ -87,7 +92,10 @@ def machine_info() -> dict[str, Any]:
 def git_sha() -> str:
     try:
         return subprocess.check_output(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True, stderr=subprocess.DEVNULL
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            text=True,
+            stderr=subprocess.DEVNULL,
         ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -118,6 +126,7 @@ def write_results(
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Print rows as a markdown table and return the text."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"

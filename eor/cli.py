@@ -74,7 +74,9 @@ def info() -> None:
     core = "loaded" if eor.CORE_AVAILABLE else f"NOT loaded ({eor.CORE_ERROR})"
     click.echo(f"C++ core   {core}")
     cuda = torch.cuda.is_available()
-    click.echo(f"CUDA       {'visible: ' + torch.cuda.get_device_name(0) if cuda else 'not visible'}")
+    click.echo(
+        f"CUDA       {'visible: ' + torch.cuda.get_device_name(0) if cuda else 'not visible'}"
+    )
     from eor import ops
 
     device = torch.device("cuda" if cuda else "cpu")

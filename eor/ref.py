@@ -128,7 +128,9 @@ def ensemble_linear_repeated_ref(
 # ----------------------------------------------------------------------------- critic loss
 
 
-def critic_q_ref(obs: Tensor, act: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Tensor:
+def critic_q_ref(
+    obs: Tensor, act: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]
+) -> Tensor:
     """Q-ensemble: Q_i(s, a) for every critic. obs `[B, S]`, act `[B, A]` -> `[N, B]`."""
     x = torch.cat([obs, act], dim=-1)  # [B, S+A], shared by all critics
     return ensemble_mlp_ref(x, weights, biases, "relu").squeeze(-1)
@@ -363,10 +365,14 @@ class DynamicsMemberRef(torch.nn.Module):
     mean_head: torch.nn.Linear
     logvar_head: torch.nn.Linear
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 200, num_hidden: int = 4) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: int = 200, num_hidden: int = 4
+    ) -> None:
         super().__init__()
         sizes = [in_dim] + [hidden_dim] * num_hidden
-        self.hidden = torch.nn.ModuleList(torch.nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        self.hidden = torch.nn.ModuleList(
+            torch.nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.mean_head = torch.nn.Linear(hidden_dim, out_dim)
         self.logvar_head = torch.nn.Linear(hidden_dim, out_dim)
         for layer in [*self.hidden, self.mean_head, self.logvar_head]:
@@ -395,13 +401,19 @@ class DynamicsEnsembleRef(torch.nn.Module):
     elites: Tensor
 
     def __init__(
-        self, obs_dim: int, act_dim: int, num_members: int = 7, num_elites: int = 5, hidden_dim: int = 200
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_members: int = 7,
+        num_elites: int = 5,
+        hidden_dim: int = 200,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.out_dim = obs_dim, act_dim, obs_dim + 1
         self.num_members, self.num_elites = num_members, num_elites
         self.members = torch.nn.ModuleList(
-            DynamicsMemberRef(obs_dim + act_dim, obs_dim + 1, hidden_dim) for _ in range(num_members)
+            DynamicsMemberRef(obs_dim + act_dim, obs_dim + 1, hidden_dim)
+            for _ in range(num_members)
         )
         self.max_logvar = torch.nn.Parameter(torch.full((obs_dim + 1,), 0.5))
         self.min_logvar = torch.nn.Parameter(torch.full((obs_dim + 1,), -10.0))
@@ -460,7 +472,12 @@ class DynamicsEnsembleRef(torch.nn.Module):
         return torch.optim.Adam(groups, lr=lr)
 
     def train_epoch(
-        self, x_norm: Tensor, target: Tensor, order: Tensor, optimizer: torch.optim.Optimizer, batch_size: int = 256
+        self,
+        x_norm: Tensor,
+        target: Tensor,
+        order: Tensor,
+        optimizer: torch.optim.Optimizer,
+        batch_size: int = 256,
     ) -> float:
         """One pass: member e visits rows `order[e]` (its bootstrap, shuffled) in batches."""
         losses = []
@@ -493,7 +510,9 @@ class DynamicsEnsembleRef(torch.nn.Module):
         mean, logvar = self(self.normalize(torch.cat([obs, act], dim=-1)))  # [E, B, D]
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         samples = dynamics_sample_ref(mean, logvar, noise)  # [E, B, D]
-        slots = torch.randint(self.num_elites, (obs.shape[0],), generator=generator, device=obs.device)
+        slots = torch.randint(
+            self.num_elites, (obs.shape[0],), generator=generator, device=obs.device
+        )
         members = self.elites[slots]
         picked = samples[members, torch.arange(obs.shape[0], device=obs.device)]  # [B, D]
         return obs + picked[:, : self.obs_dim], picked[:, self.obs_dim], members, noise
@@ -578,8 +597,9 @@ class ActorRef(torch.nn.Module):
         )
         self.mu = torch.nn.Linear(hidden_dim, act_dim)
         self.log_sigma = torch.nn.Linear(hidden_dim, act_dim)
-        for layer in self.trunk[::2]:
-            torch.nn.init.constant_(layer.bias, 0.1)
+        for layer in self.trunk:
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.constant_(layer.bias, 0.1)
         for head in (self.mu, self.log_sigma):
             torch.nn.init.uniform_(head.weight, -1e-3, 1e-3)
             torch.nn.init.uniform_(head.bias, -1e-3, 1e-3)
@@ -639,17 +659,18 @@ class VectorizedCriticRef(torch.nn.Module):
             torch.nn.ReLU(),
             VectorizedLinearRef(hidden_dim, 1, num_critics),
         )
+        self.layers = [m for m in self.critic if isinstance(m, VectorizedLinearRef)]
         with torch.no_grad():
-            for layer in self.critic[::2]:
+            for layer in self.layers:
                 torch.nn.init.constant_(layer.bias, 0.1)
-            torch.nn.init.uniform_(self.critic[-1].weight, -3e-3, 3e-3)
-            torch.nn.init.uniform_(self.critic[-1].bias, -3e-3, 3e-3)
+            torch.nn.init.uniform_(self.layers[-1].weight, -3e-3, 3e-3)
+            torch.nn.init.uniform_(self.layers[-1].bias, -3e-3, 3e-3)
         self.num_critics = num_critics
 
     @torch.no_grad()
     def load_stacked(self, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> None:
         """Copy in eor's layout: weights[l] `[N, I, O]`, biases[l] `[N, O]`."""
-        for layer, w, b in zip(self.critic[::2], weights, biases, strict=True):
+        for layer, w, b in zip(self.layers, weights, biases, strict=True):
             layer.weight.copy_(w)
             layer.bias.copy_(b.unsqueeze(1))
 
