@@ -50,20 +50,12 @@ from eor.agent.checkpoint import (
 )
 from eor.agent.config import TrainAgentConfig
 from eor.agent.evaluate import eval_seed, evaluate
+from eor.agent.ravl import LOGGED_KEYS
 from eor.agent.ravl import NonFiniteLossError as LearnerNonFiniteLossError
 from eor.agent.rollout import rollout_phase
 
-TRAIN_KEYS: tuple[str, ...] = (
-    "alpha_loss",
-    "critic_loss",
-    "actor_loss",
-    "batch_entropy",
-    "alpha",
-    "q_policy_mean",
-    "q_policy_std",
-    "q_random_std",
-)
-"""SPEC 3's logged learner values, in the "train" records."""
+TRAIN_KEYS: tuple[str, ...] = LOGGED_KEYS
+"""SPEC 3's logged learner values, in the "train" records (the learner's LOGGED_KEYS)."""
 
 # Run-group fields that `--resume` may change; the others define the run and must match.
 RESUME_OVERRIDABLE: frozenset[str] = frozenset(
