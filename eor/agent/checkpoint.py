@@ -30,25 +30,9 @@ import numpy as np
 import torch
 
 import eor
+from eor.fileio import atomic_torch_save  # noqa: F401 - re-exported for the trainer and tests
 
 CHECKPOINT_FORMAT = 1
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save to a temp file in the same directory, fsync, then os.replace onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

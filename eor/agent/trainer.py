@@ -53,6 +53,7 @@ from eor.agent.evaluate import eval_seed, evaluate
 from eor.agent.ravl import LOGGED_KEYS
 from eor.agent.ravl import NonFiniteLossError as LearnerNonFiniteLossError
 from eor.agent.rollout import rollout_phase
+from eor.fileio import atomic_write_json
 
 TRAIN_KEYS: tuple[str, ...] = LOGGED_KEYS
 """SPEC 3's logged learner values, in the "train" records (the learner's LOGGED_KEYS)."""
@@ -137,10 +138,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file, fsync, os.replace)."""
+    atomic_write_json(path, _jsonable(obj), sort_keys=True)
 
 
 class MetricsLog:

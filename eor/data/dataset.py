@@ -15,7 +15,6 @@ The index arithmetic is done once, with boolean masks, so D4RL's old off-by-one 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zipfile
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from eor.envs import EnvSpec
+from eor.fileio import sha256_file
 
 logger = logging.getLogger("eor.data")
 
@@ -94,14 +94,6 @@ class Dataset:
             self.terminals,
             seed=seed,
         )
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- raw files

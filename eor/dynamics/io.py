@@ -21,7 +21,6 @@ into place, so a directory either holds a checkpoint or does not exist.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ import torch
 from eor import __version__
 from eor.dynamics.model import DynamicsEnsemble
 from eor.dynamics.train import DynamicsConfig, DynamicsTrainer
+from eor.fileio import atomic_torch_save, atomic_write, atomic_write_json, sha256_file
 
 FORMAT = "eor-dynamics"
 FORMAT_VERSION = 1
@@ -53,38 +53,16 @@ class DynamicsLoadError(ValueError):
 # ----------------------------------------------------------------------------- small file helpers
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_write(path: Path, write: Callable[[Any], None], binary: bool) -> None:
-    """Write via a temporary file in the same folder, fsync, then os.replace (atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _fsync_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), binary=False)
+    atomic_write_json(path, obj)
 
 
 def _write_torch(path: Path, obj: Any) -> None:
-    _fsync_write(path, lambda f: torch.save(obj, f), binary=True)
+    atomic_torch_save(obj, path)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    _fsync_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows), binary=False)
+    atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows), binary=False)
 
 
 def versions() -> dict[str, str]:
@@ -180,10 +158,10 @@ def save_checkpoint(
         target = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         _write_torch(target / weights_name, state)
-        sha["weights"] = _sha256(target / weights_name)
+        sha["weights"] = sha256_file(target / weights_name)
         if state_name is not None:
             _write_torch(target / state_name, trainer.state_dict())
-            sha["train_state"] = _sha256(target / state_name)
+            sha["train_state"] = sha256_file(target / state_name)
         _write_jsonl(target / METRICS, metrics)
         _write_json(target / CONFIG, trainer.config.to_dict())
         _write_json(target / META, meta)
@@ -254,7 +232,7 @@ def _load_tensor_file(path: Path, meta: dict[str, Any], key: str) -> Any:
     if not file.is_file():
         raise DynamicsLoadError(f"{str(path)!r} is incomplete: {name} is missing")
     expected = meta["sha256"].get(key)
-    if expected is None or _sha256(file) != expected:
+    if expected is None or sha256_file(file) != expected:
         raise DynamicsLoadError(f"{str(file)!r} is corrupt: its sha256 does not match {META}")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
