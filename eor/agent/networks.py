@@ -86,9 +86,26 @@ class Actor(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """obs `[B, S]` -> (action `[B, A]`, log π `[B]` or None). ε is drawn from `generator`
         (the global RNG when None); deterministic uses u = μ."""
+        mu, log_sigma = self.dist_params(obs)
+        return self.sample(mu, log_sigma, deterministic, need_log_prob, generator)
+
+    def dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs `[B, S]` -> (μ, log σ), each `[B, A]`, log σ clipped to [−5, 2]. Two samples of
+        π at the same obs (RAVL's α and actor steps) can share this forward."""
         hidden = self.trunk(obs)  # [B, H]
         mu = self.mu(hidden)  # [B, A]
         log_sigma = self.log_sigma(hidden).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)  # [B, A]
+        return mu, log_sigma
+
+    def sample(
+        self,
+        mu: Tensor,
+        log_sigma: Tensor,
+        deterministic: bool = False,
+        need_log_prob: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(action `[B, A]`, log π `[B]` or None) from `dist_params` output; one ε draw."""
         if deterministic:
             eps = torch.zeros_like(mu)
             u = mu
@@ -217,25 +234,40 @@ class VectorizedCritic(nn.Module):
             hidden.append(h)
         q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
         q_min, idx = q.min(dim=0)  # [B], [B]
-        rows = torch.arange(q.shape[1], device=q.device)
-        delta = ws[-1][idx, :, 0]  # [B, H]: ∂q/∂h_L for each row's critic
-        if grouped:
-            order = torch.argsort(idx)  # rows grouped by critic
-            counts = torch.bincount(idx, minlength=self.num_critics).tolist()
-        for layer in range(len(hidden) - 1, -1, -1):
-            delta = delta * (hidden[layer][idx, rows] > 0)  # [B, H_l]
-            w = ws[layer]
-            if layer == 0:
-                w = w[:, self.obs_dim :, :]  # [N, A, H]: only the action rows are needed
-            if grouped:
-                parts = delta[order].split(counts)  # per critic: [n_i, H_l]
-                out = torch.cat([p @ w[i].T for i, p in enumerate(parts) if p.shape[0]])
-                delta = torch.empty_like(out).index_copy_(0, order, out)  # [B, I_l]
-            else:
+        if not grouped:
+            rows = torch.arange(q.shape[1], device=q.device)
+            delta = ws[-1][idx, :, 0]  # [B, H]: ∂q/∂h_L for each row's critic
+            for layer in range(len(hidden) - 1, -1, -1):
+                delta = delta * (hidden[layer][idx, rows] > 0)  # [B, H_l]
+                w = ws[layer][:, self.obs_dim :, :] if layer == 0 else ws[layer]
                 dense = delta.new_zeros(self.num_critics, *delta.shape)  # [N, B, H_l]
                 dense[idx, rows] = delta
                 delta = torch.bmm(dense, w.transpose(1, 2))[idx, rows]  # [B, I_l]
-        return q, q_min, delta
+            return q, q_min, delta
+        # Rows sorted by their critic once; the chain runs in that order (one GEMM per critic
+        # and layer, each into its slice of the next delta) and is unsorted once at the end.
+        order = torch.argsort(idx)  # [B]
+        crit = idx[order]  # [B], non-decreasing
+        counts = torch.bincount(idx, minlength=self.num_critics).tolist()
+        spans = []
+        lo = 0
+        for i, count in enumerate(counts):
+            if count:
+                spans.append((i, lo, lo + count))
+            lo += count
+        delta = ws[-1][crit, :, 0]  # [B, H]: ∂q/∂h_L for each row's critic (sorted rows)
+        for layer in range(len(hidden) - 1, -1, -1):
+            # ReLU backward with autograd's own mask convention (h > 0), in place.
+            torch.ops.aten.threshold_backward.grad_input(
+                delta, hidden[layer][crit, order], 0, grad_input=delta
+            )
+            w = ws[layer][:, self.obs_dim :, :] if layer == 0 else ws[layer]  # [N, I_l, H_l]
+            out = delta.new_empty(delta.shape[0], w.shape[1])  # [B, I_l]
+            for i, start, stop in spans:
+                torch.mm(delta[start:stop], w[i].T, out=out[start:stop])
+            delta = out
+        grad = torch.empty_like(delta).index_copy_(0, order, delta)  # [B, A], original rows
+        return q, q_min, grad
 
     @torch.no_grad()
     def q_values(self, obs: Tensor, act: Tensor, *, reduce: str | None = None) -> Tensor:

@@ -220,21 +220,31 @@ class RAVL:
         return self.config.entropy_target
 
     # ------------------------------------------------------------------------------- losses
-    def _alpha_loss(self, obs: Tensor) -> Tensor:
-        """L_α = −mean(log α · (log π(a|s) + H̄)), a ~ π, the actor held fixed. Scalar."""
+    def _alpha_loss(self, dist: tuple[Tensor, Tensor]) -> Tensor:
+        """L_α = −mean(log α · (log π(a|s) + H̄)), a ~ π, the actor held fixed. Scalar.
+
+        dist: the actor's (μ, log σ) at the batch's obs (`Actor.dist_params`).
+        """
         with torch.no_grad():
-            _, log_prob = self.actor(obs, generator=self.generator)
+            mu, log_sigma = dist
+            _, log_prob = self.actor.sample(
+                mu.detach(), log_sigma.detach(), generator=self.generator
+            )
         assert log_prob is not None
         return -(self.log_alpha * (log_prob + self.target_entropy)).mean()
 
-    def _actor_loss(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _actor_loss(
+        self, dist: tuple[Tensor, Tensor], obs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """L_π = mean(α · log π(ã|s) − minᵢ Qᵢ(s, ã)), ã ~ π, with the current α.
 
+        dist: the actor's (μ, log σ) at obs, differentiable (shared with the α step: the actor
+        does not change between the two, only a fresh ε is drawn).
         Returns (loss, log π(ã|s) `[B]` detached, Q(s, ã) `[N, B]` detached). Gradients flow to
         the actor only: the critics' action gradient is computed without autograd and only
         through the critic that attains the min (`VectorizedCritic.min_q_and_action_grad`).
         """
-        action, log_prob = self.actor(obs, generator=self.generator)  # [B, A], [B]
+        action, log_prob = self.actor.sample(*dist, generator=self.generator)  # [B, A], [B]
         assert log_prob is not None
         q, q_min, grad_a = self.critic.min_q_and_action_grad(obs, action.detach())
         # minᵢ Qᵢ(s, ã) as a function of ã for autograd: its value exactly (the added term is
@@ -291,15 +301,17 @@ class RAVL:
         """
         obs, act, rew, next_obs, done = self._batch_tensors(batch)
 
-        # 1. α, from a fresh policy sample and without actor gradients.
-        alpha_loss = self._alpha_loss(obs)
+        # 1. α, from a fresh policy sample and without actor gradients. The actor's trunk at obs
+        # is computed once for steps 1 and 2 (the actor only changes after step 2).
+        dist = self.actor.dist_params(obs)
+        alpha_loss = self._alpha_loss(dist)
         self.alpha_optim.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optim.step()
         self.alpha = self.log_alpha.detach().exp()
 
         # 2. actor, with the new α and the critics before their step.
-        actor_loss, log_prob, q_policy = self._actor_loss(obs)
+        actor_loss, log_prob, q_policy = self._actor_loss(dist, obs)
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optim.step()
