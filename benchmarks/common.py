@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eor.runtime import tune_malloc
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -30,7 +32,11 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         default=None,
         help="result JSON (default benchmarks/results/<name>.json)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # eor's training commands run with this setting (eor.runtime); the baselines, timed in the
+    # same process, get it too.
+    tune_malloc()
+    return args
 
 
 def timeit(

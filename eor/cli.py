@@ -77,8 +77,9 @@ def info() -> None:
     click.echo(
         f"CUDA       {'visible: ' + torch.cuda.get_device_name(0) if cuda else 'not visible'}"
     )
-    from eor import ops
+    from eor import ops, runtime
 
+    click.echo(f"malloc     {runtime.describe()}")
     device = torch.device("cuda" if cuda else "cpu")
     click.echo(f"backends on {device} (EOR_BACKEND={ops.requested_backend()}):")
     for op_name, backend in ops.backend_report(device).items():

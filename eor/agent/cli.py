@@ -135,6 +135,9 @@ def _bad_parameter(exc: Exception) -> click.ClickException:
 @click.pass_context
 def train_agent(ctx: click.Context, resume: str | None, **options: Any) -> None:
     from eor.agent.trainer import NonFiniteLossError, Trainer, TrainingSetupError
+    from eor.runtime import tune_malloc
+
+    tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
 
     try:
         if resume is not None:

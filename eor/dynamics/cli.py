@@ -105,7 +105,9 @@ def train_model(
     from eor.data import DatasetError, load_dataset
     from eor.dynamics.io import DynamicsLoadError, describe, train_to_dir
     from eor.envs import get_env
+    from eor.runtime import tune_malloc
 
+    tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
     try:
         spec = get_env(env_name)
     except ValueError as exc:
