@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eor.runtime import tune_malloc
+from eor.runtime import malloc_tuned, tune_malloc
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -32,10 +32,15 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         default=None,
         help="result JSON (default benchmarks/results/<name>.json)",
     )
+    parser.add_argument(
+        "--malloc-tuning",
+        action="store_true",
+        help="apply eor.runtime.tune_malloc() first, as eor's training commands do; the "
+        "baseline, timed in the same process, gets it too (default: glibc's defaults for both)",
+    )
     args = parser.parse_args(argv)
-    # eor's training commands run with this setting (eor.runtime); the baselines, timed in the
-    # same process, get it too.
-    tune_malloc()
+    if args.malloc_tuning:
+        tune_malloc()
     return args
 
 
@@ -89,6 +94,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "malloc_tuned": malloc_tuned(),  # eor.runtime.tune_malloc() applied to both sides
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
