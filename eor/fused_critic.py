@@ -54,6 +54,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from eor.workspace import scratch
+
 EPS = 1e-10  # EDAC's constant in the normalisation ‖∇ₐQ‖ + 1e-10
 
 
@@ -147,11 +149,16 @@ def critic_loss_grads(
     use_div = eta > 0.0
 
     # ---- forward, shared input: every critic reads the same x (expand: no copy).
+    # The [N, B, H] intermediates live in reusable scratch buffers (eor.workspace: no page
+    # faults on CPU); none of them escapes this function.
     x = torch.cat([obs, act], dim=1)  # [B, D]
-    h1 = torch.baddbmm(b1.unsqueeze(1), x.expand(n, bsz, d), w1).relu_()  # [N, B, H1]
-    h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2).relu_()  # [N, B, H2]
-    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3).relu_()  # [N, B, H3]
-    q = torch.baddbmm(b4.unsqueeze(1), h3, w4).squeeze(2)  # [N, B]
+    shapes = [(n, bsz, w.shape[2]) for w in (w1, w2, w3)]
+    h1 = torch.baddbmm(
+        b1.unsqueeze(1), x.expand(n, bsz, d), w1, out=scratch("critic.h1", shapes[0], x)
+    ).relu_()  # [N, B, H1]
+    h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2, out=scratch("critic.h2", shapes[1], x)).relu_()
+    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic.h3", shapes[2], x)).relu_()
+    q = torch.baddbmm(b4.unsqueeze(1), h3, w4).squeeze(2)  # [N, B], fresh: it is returned
     zero = q.new_zeros(())
     if target is not None:
         err = q - target  # [N, B]
@@ -163,11 +170,15 @@ def critic_loss_grads(
         return CriticGrads(td, zero, q, None, None)
 
     # ---- δ chain (input gradient of Σ_b q), shared by the TD backward and the diversity term.
-    m3 = torch.sign(h3)  # [N, B, H3], 1[h3 > 0] as a float (h3 ≥ 0)
+    m3 = torch.sign(h3, out=scratch("critic.m3", shapes[2], x))  # 1[h3 > 0] as a float
     w4_row = w4.transpose(1, 2)  # [N, 1, H3]
-    delta3 = m3 * w4_row  # [N, B, H3]
-    delta2 = _mask_(torch.bmm(delta3, w3.transpose(1, 2)), h2)  # [N, B, H2]
-    delta1 = _mask_(torch.bmm(delta2, w2.transpose(1, 2)), h1)  # [N, B, H1]
+    delta3 = torch.mul(m3, w4_row, out=h3)  # [N, B, H3]; h3 is not needed any more
+    delta2 = _mask_(
+        torch.bmm(delta3, w3.transpose(1, 2), out=scratch("critic.delta2", shapes[1], x)), h2
+    )  # [N, B, H2]
+    delta1 = _mask_(
+        torch.bmm(delta2, w2.transpose(1, 2), out=scratch("critic.delta1", shapes[0], x)), h1
+    )  # [N, B, H1]
 
     diversity = zero
     g_v = None
@@ -191,8 +202,10 @@ def critic_loss_grads(
 
     # ---- reverse chain of the diversity term (e_l), then one GEMM per weight gradient.
     if g_v is not None:
-        e1 = _mask_(torch.bmm(g_v, w1[:, s_dim:, :]), h1)  # [N, B, H1]
-        e2 = _mask_(torch.bmm(e1, w2), h2)  # [N, B, H2]
+        e1 = _mask_(
+            torch.bmm(g_v, w1[:, s_dim:, :], out=scratch("critic.e1", shapes[0], x)), h1
+        )  # [N, B, H1]
+        e2 = _mask_(torch.bmm(e1, w2, out=scratch("critic.e2", shapes[1], x)), h2)  # [N, B, H2]
         # in place: e1, e2 are not needed any more (diversity_loss passes eta = 1: no pass)
         left2 = e1.mul_(eta) if eta != 1.0 else e1
         left3 = e2.mul_(eta) if eta != 1.0 else e2
@@ -203,11 +216,12 @@ def critic_loss_grads(
     else:
         assert dq is not None
         dqc = dq.unsqueeze(2)
-        left2 = h1.mul_(dqc)  # h1 is not needed any more
+        left2 = h1.mul_(dqc)  # h1 is not needed any more (scratch, modified in place)
         left3 = h2.mul_(dqc)
 
     m_3 = torch.bmm(left3.transpose(1, 2), m3)  # [N, H2, H3] = M
-    dw4 = torch.linalg.vecdot(m_3, w3, dim=1).unsqueeze(1)  # [N, 1, H3] = Σ_j W3 ⊙ M
+    # [N, 1, H3] = Σ_j W3 ⊙ M, the product in scratch (vecdot would allocate it fresh)
+    dw4 = torch.mul(m_3, w3, out=scratch("critic.m_w3", tuple(m_3.shape), x)).sum(1, keepdim=True)
     dw3 = m_3.mul_(w4_row)  # [N, H2, H3], in place: M is not needed any more
     dw2 = torch.bmm(left2.transpose(1, 2), delta2)  # [N, H1, H2]
     if dq is not None:
@@ -224,8 +238,11 @@ def critic_loss_grads(
         db4 = dq.sum(dim=1, keepdim=True)  # [N, 1]
     else:
         assert g_v is not None
-        dw1 = torch.zeros_like(w1)  # obs rows get no diversity gradient
-        torch.bmm(g_v.transpose(1, 2), delta1, out=dw1[:, s_dim:, :]).mul_(eta)
+        dw1a = torch.bmm(g_v.transpose(1, 2), delta1)  # [N, A, H1], the action rows
+        if eta != 1.0:
+            dw1a.mul_(eta)
+        # obs rows get no diversity gradient
+        dw1 = torch.cat([w1.new_zeros(n, s_dim, w1.shape[2]), dw1a], dim=1)
         db1, db2, db3, db4 = (torch.zeros_like(b) for b in biases)
     weight_grads = [dw1, dw2, dw3, dw4.transpose(1, 2)]  # dw4 [N, H3, 1]
     return CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4])

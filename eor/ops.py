@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eor import ref
+from eor.workspace import scratch
 
 BACKENDS = ("auto", "triton", "torch", "ref")
 ACTIVATIONS = ref.ACTIVATIONS
@@ -379,7 +380,14 @@ def _mlp_layers_torch(
             h = torch.addmm(b[member], h, w[member])  # [n, O_l]
         else:
             hx = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h  # [E, B, I_l]
-            h = torch.baddbmm(b.unsqueeze(1), hx, w)  # [E, B, O_l]
+            # Hidden activations alternate between two reused scratch buffers (eor.workspace);
+            # the head's output is fresh (it is returned).
+            out = (
+                scratch(f"mlp.{layer % 2}", (w.shape[0], hx.shape[1], w.shape[2]), hx)
+                if layer < last
+                else None
+            )
+            h = torch.baddbmm(b.unsqueeze(1), hx, w, out=out)  # [E, B, O_l]
         if layer < last:
             _act_(h, activation)
     return h

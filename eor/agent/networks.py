@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from eor import ops
+from eor.workspace import scratch
 
 LOG_SIGMA_MIN = -5.0
 LOG_SIGMA_MAX = 2.0
@@ -229,8 +230,14 @@ class VectorizedCritic(nn.Module):
         ws, bs = self.params(detach=True)
         h = torch.cat([obs, act], dim=-1)  # [B, S+A]
         hidden = []
-        for w, b in zip(ws[:-1], bs[:-1], strict=True):
-            h = ops.ensemble_linear(h, w, b, "relu")  # [N, B, H]
+        for layer, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True)):
+            if grouped:  # the CPU path: plain torch, activations in reused scratch buffers
+                n_b = (w.shape[0], h.shape[-2], w.shape[2])
+                hx = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h
+                out = scratch(f"critic.h{layer + 1}", n_b, h)
+                h = torch.baddbmm(b.unsqueeze(1), hx, w, out=out).relu_()  # [N, B, H]
+            else:
+                h = ops.ensemble_linear(h, w, b, "relu")  # [N, B, H]
             hidden.append(h)
         q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
         q_min, idx = q.min(dim=0)  # [B], [B]
