@@ -1,6 +1,7 @@
 """Print the speedup keys of every benchmarks/results/*.json as one markdown table.
 
     python benchmarks/summary.py          # paste into benchmarks/README.md and README.md
+    python benchmarks/summary.py benchmarks/results/malloc_tuned   # the --malloc-tuning runs
 
 Targets are the issues' (None where an issue names none); a speedup is baseline median time
 over eor's median time, measured in one process by the bench_<name>.py that wrote the file.
@@ -9,6 +10,7 @@ over eor's median time, measured in one process by the bench_<name>.py that wrot
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,13 +31,19 @@ TARGETS: dict[str, float] = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """argv: an optional results folder (default benchmarks/results; the runs made with
+    --malloc-tuning are kept in benchmarks/results/malloc_tuned)."""
+    args = sys.argv[1:] if argv is None else argv
+    folder = Path(args[0]) if args else RESULTS
     print("| benchmark | key | speedup | target | met | git | machine |")
     print("|---|---|---:|---:|---|---|---|")
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         doc = json.loads(path.read_text())
         machine = doc.get("machine", {})
         where = f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+        if machine.get("malloc_tuned"):
+            where += ", malloc tuned"
         if machine.get("gpu"):
             where += f", {machine['gpu']}"
         for key, value in doc.get("speedups", {}).items():
