@@ -119,6 +119,30 @@ def test_diversity_loss_matches_autograd_float64(n, h, b) -> None:
     assert torch.count_nonzero(grads[0][:, 17:]) > 0
 
 
+@pytest.mark.parametrize("with_target", [True, False])
+@pytest.mark.parametrize("zero_head", [False, True])
+def test_zero_head_weights_match_autograd(with_target, zero_head) -> None:
+    """dW3 = M ⊙ w4ᵀ and dw4 = Σ_j W3 ⊙ M share M: a zero (or tiny) head weight must still give
+    autograd's gradients, never a NaN (guards any rewrite that divides by w4)."""
+    obs, act, target, weights, biases = make_critics(3, 7, 4, 12, 19)
+    if zero_head:
+        with torch.no_grad():
+            weights[3][1, 5, 0] = 0.0  # critic 1, hidden unit 5: the m3 path
+            weights[3][2, 0, 0] = 1e-200  # below the threshold too
+    params = weights + biases
+    tgt = target if with_target else None
+    if with_target:
+        expected = ref.critic_loss_ref(obs, act, target, weights, biases, 0.8)
+    else:
+        expected = 0.8 * ref.diversity_loss_ref(obs, act, weights, biases)
+    out = critic_loss_grads(
+        obs, act, tgt, [w.detach() for w in weights], [b.detach() for b in biases], 0.8
+    )
+    assert out.weight_grads is not None and out.bias_grads is not None
+    assert_grads_close(out.weight_grads + out.bias_grads, grads_of(expected, params), 1e-10, 1e-12)
+    assert torch.isfinite(out.weight_grads[3]).all()
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_float32_to_rounding(eta) -> None:
     """float32 closed form vs the float64 reference, at SPEC 3's init and halfcheetah dims."""
