@@ -231,7 +231,7 @@ class VectorizedCritic(nn.Module):
         h = torch.cat([obs, act], dim=-1)  # [B, S+A]
         hidden = []
         for layer, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True)):
-            if grouped:  # the CPU path: plain torch, activations in reused scratch buffers
+            if h.device.type == "cpu":  # plain torch (ops' CPU path), activations in scratch
                 n_b = (w.shape[0], h.shape[-2], w.shape[2])
                 hx = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h
                 out = scratch(f"critic.h{layer + 1}", n_b, h)

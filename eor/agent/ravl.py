@@ -227,9 +227,7 @@ class RAVL:
         """
         with torch.no_grad():
             mu, log_sigma = dist
-            _, log_prob = self.actor.sample(
-                mu.detach(), log_sigma.detach(), generator=self.generator
-            )
+            _, log_prob = self.actor.sample(mu, log_sigma, generator=self.generator)
         assert log_prob is not None
         return -(self.log_alpha * (log_prob + self.target_entropy)).mean()
 
