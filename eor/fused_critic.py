@@ -135,11 +135,15 @@ def critic_loss_grads(
     eta: float,
     *,
     need_grads: bool = True,
+    out: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
 ) -> CriticGrads:
     """Closed-form L = L_td + η·L_div (L_td left out when `target` is None) and its gradients.
 
     obs `[B, S]`, act `[B, A]`, target `[B]` or None; weights / biases as in the module doc.
     Arguments are assumed checked (`check_critic_args`); eta > 0 needs N ≥ 2.
+    out: (weight grads, bias grads), contiguous tensors shaped like the weights and biases, to
+    write the gradients into (the big ones straight from their GEMMs; reused buffers spare the
+    page faults of fresh ones); the returned gradients are then those tensors.
     """
     w1, w2, w3, w4 = weights
     b1, b2, b3, b4 = biases
@@ -219,11 +223,12 @@ def critic_loss_grads(
         left2 = h1.mul_(dqc)  # h1 is not needed any more (scratch, modified in place)
         left3 = h2.mul_(dqc)
 
-    m_3 = torch.bmm(left3.transpose(1, 2), m3)  # [N, H2, H3] = M
+    w_out, b_out = out if out is not None else ([None] * 4, [None] * 4)
+    m_3 = torch.bmm(left3.transpose(1, 2), m3, out=w_out[2])  # [N, H2, H3] = M
     # [N, 1, H3] = Σ_j W3 ⊙ M, the product in scratch (vecdot would allocate it fresh)
     dw4 = torch.mul(m_3, w3, out=scratch("critic.m_w3", tuple(m_3.shape), x)).sum(1, keepdim=True)
     dw3 = m_3.mul_(w4_row)  # [N, H2, H3], in place: M is not needed any more
-    dw2 = torch.bmm(left2.transpose(1, 2), delta2)  # [N, H1, H2]
+    dw2 = torch.bmm(left2.transpose(1, 2), delta2, out=w_out[1])  # [N, H1, H2]
     if dq is not None:
         dq_row = dq.unsqueeze(1)  # [N, 1, B]
         s3 = torch.bmm(dq_row, m3)  # [N, 1, H3] = m3ᵀ dq
@@ -231,7 +236,7 @@ def critic_loss_grads(
         z = dq.unsqueeze(2) * x  # [N, B, D]
         if g_v is not None:
             z[:, :, s_dim:].add_(g_v, alpha=eta)
-        dw1 = torch.bmm(z.transpose(1, 2), delta1)  # [N, D, H1]
+        dw1 = torch.bmm(z.transpose(1, 2), delta1, out=w_out[0])  # [N, D, H1]
         db1 = torch.bmm(dq_row, delta1).squeeze(1)  # [N, H1]
         db2 = torch.bmm(dq_row, delta2).squeeze(1)  # [N, H2]
         db3 = (s3 * w4_row).squeeze(1)  # [N, H3]
@@ -245,7 +250,18 @@ def critic_loss_grads(
         dw1 = torch.cat([w1.new_zeros(n, s_dim, w1.shape[2]), dw1a], dim=1)
         db1, db2, db3, db4 = (torch.zeros_like(b) for b in biases)
     weight_grads = [dw1, dw2, dw3, dw4.transpose(1, 2)]  # dw4 [N, H3, 1]
-    return CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4])
+    bias_grads = [db1, db2, db3, db4]
+    if out is not None:  # the small ones (and dW1 without the TD term) are copied in
+        weight_grads = [_into(t, g) for t, g in zip(out[0], weight_grads, strict=True)]
+        bias_grads = [_into(t, g) for t, g in zip(out[1], bias_grads, strict=True)]
+    return CriticGrads(td, diversity, q, weight_grads, bias_grads)
+
+
+def _into(dst: Tensor, src: Tensor) -> Tensor:
+    """dst holding src's values (no copy when src was computed into dst)."""
+    if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
+        dst.copy_(src)
+    return dst
 
 
 @torch.library.custom_op("eor::critic_loss_grads", mutates_args=())

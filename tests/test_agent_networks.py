@@ -179,3 +179,31 @@ def test_min_q_action_gradient_matches_autograd(n: int, grouped: bool) -> None:
     torch.testing.assert_close(grad, act.grad, rtol=1e-10, atol=1e-12)
     if n > 1:
         assert len(set(q_full.argmin(0).tolist())) > 1  # the case exercises several critics
+
+
+@pytest.mark.parametrize("skew", [False, True])
+def test_grouped_action_gradient_any_assignment(skew: bool) -> None:
+    """The grouped backward for a given row -> critic assignment (every critic with a few rows,
+    one empty; or one critic with nearly all rows) equals autograd's ∇ₐ Σ_b Q_{idx[b]}(s_b, a_b)."""
+    n, b = 8, 64
+    critic = VectorizedCritic(5, 2, 16, n).double()
+    with torch.no_grad():
+        for w in critic.weights:
+            w.normal_(0, 0.3)
+    obs = torch.randn(b, 5, dtype=torch.float64)
+    act = (torch.rand(b, 2, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    gen = torch.Generator().manual_seed(0)
+    if skew:  # critic 3 takes all rows but five
+        idx = torch.full((b,), 3)
+        idx[:5] = torch.randint(0, n, (5,), generator=gen)
+    else:  # every critic but the last, a few rows each
+        idx = torch.randint(0, n - 1, (b,), generator=gen)
+    q_full = critic(obs, act)  # [N, B]
+    q_full[idx, torch.arange(b)].sum().backward()
+    ws, bs = critic.params(detach=True)
+    h, hidden = torch.cat([obs, act.detach()], dim=-1), []
+    for w, bias in zip(ws[:-1], bs[:-1], strict=True):
+        h = torch.relu(torch.matmul(h, w) + bias.unsqueeze(1))  # [N, B, H]
+        hidden.append(h)
+    grad = critic._grouped_action_grad(ws, hidden, idx)
+    torch.testing.assert_close(grad, act.grad, rtol=1e-10, atol=1e-12)

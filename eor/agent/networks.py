@@ -251,30 +251,35 @@ class VectorizedCritic(nn.Module):
                 dense[idx, rows] = delta
                 delta = torch.bmm(dense, w.transpose(1, 2))[idx, rows]  # [B, I_l]
             return q, q_min, delta
-        # Rows sorted by their critic once; the chain runs in that order (one GEMM per critic
-        # and layer, each into its slice of the next delta) and is unsorted once at the end.
-        order = torch.argsort(idx)  # [B]
+        return (q, q_min, self._grouped_action_grad(ws, hidden, idx))
+
+    def _grouped_action_grad(self, ws: list[Tensor], hidden: list[Tensor], idx: Tensor) -> Tensor:
+        """∇ₐ Q_{idx[b]}(s_b, a_b) `[B, A]` through one critic per row (host-side grouping).
+
+        Rows are sorted by their critic once; the chain runs in that order (one GEMM per critic
+        and layer, each into its slice of the next delta) and is unsorted once at the end.
+        """
+        n, b = self.num_critics, idx.shape[0]
+        order = torch.argsort(idx)  # [B]: rows grouped by critic
         crit = idx[order]  # [B], non-decreasing
-        counts = torch.bincount(idx, minlength=self.num_critics).tolist()
         spans = []
         lo = 0
-        for i, count in enumerate(counts):
+        for i, count in enumerate(torch.bincount(idx, minlength=n).tolist()):
             if count:
                 spans.append((i, lo, lo + count))
             lo += count
+        src = crit * b + order  # [B]: each sorted row's row in the [N·B, H] activations
         delta = ws[-1][crit, :, 0]  # [B, H]: ∂q/∂h_L for each row's critic (sorted rows)
         for layer in range(len(hidden) - 1, -1, -1):
             # ReLU backward with autograd's own mask convention (h > 0), in place.
-            torch.ops.aten.threshold_backward.grad_input(
-                delta, hidden[layer][crit, order], 0, grad_input=delta
-            )
+            rows = hidden[layer].reshape(n * b, -1).index_select(0, src)  # [B, H_l]
+            torch.ops.aten.threshold_backward.grad_input(delta, rows, 0, grad_input=delta)
             w = ws[layer][:, self.obs_dim :, :] if layer == 0 else ws[layer]  # [N, I_l, H_l]
             out = delta.new_empty(delta.shape[0], w.shape[1])  # [B, I_l]
             for i, start, stop in spans:
                 torch.mm(delta[start:stop], w[i].T, out=out[start:stop])
             delta = out
-        grad = torch.empty_like(delta).index_copy_(0, order, delta)  # [B, A], original rows
-        return q, q_min, grad
+        return torch.empty_like(delta).index_copy_(0, order, delta)  # [B, A], original rows
 
     @torch.no_grad()
     def q_values(self, obs: Tensor, act: Tensor, *, reduce: str | None = None) -> Tensor:

@@ -7,7 +7,7 @@ One `RAVL.update(batch)` does, in this order (the reference's, which EDAC's pape
                 critics as they are before this update's critic step;
 3. critic step: y = r + γ (1 − d) (minᵢ Q̄ᵢ(s′, a′) − α log π(a′|s′)),  a′ ~ π(·|s′) from the
                 actor after step 2, min over all N target critics;
-                L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div  (`eor.ops.critic_loss`);
+                L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div  (`eor.ops.critic_loss_grads`);
 4. Polyak:      Q̄ ← (1 − τ) Q̄ + τ Q.
 
 Where it departs from the reference (`eor.ref.RAVLRef`, CORL's EDAC as RAVL adapted it) for speed,
@@ -16,9 +16,9 @@ with the same result up to rounding:
 * the actor step differentiates the critics with respect to the action only, and only through
   the critic attaining the min for each row (1/N of the backward work): the reference also
   computes every critic's weight gradients there and throws them away;
-* the critic loss and its gradients come from `eor.ops.critic_loss` (closed form, one forward
-  shared by the TD and diversity terms) instead of autograd double backward over an input
-  repeated per critic;
+* the critic loss and its gradients come from `eor.ops.critic_loss_grads` (closed form, one
+  forward shared by the TD and diversity terms, no autograd; written into the same gradient
+  buffers every update) instead of autograd double backward over an input repeated per critic;
 * the target uses `eor.ops.ensemble_mlp(..., reduce="min")` without autograd;
 * logging-only work (q_random_std needs a whole extra critic forward; the reference runs it every
   update) runs only on updates with `log=True`;
@@ -202,6 +202,13 @@ class RAVL:
         self.num_updates = 0
         self._target_params: list[Tensor] = list(self.target_critic.parameters())
         self._online_params: list[Tensor] = list(self.critic.parameters())
+        # The critics' gradients are written into these every update (ops.critic_loss_grads):
+        # on the CPU, reused buffers spare the page faults of fresh multi-MB tensors.
+        ws, bs = self.critic.params(detach=True)
+        self._critic_grad_buffers = (
+            [torch.empty_like(w) for w in ws],
+            [torch.empty_like(b) for b in bs],
+        )
         # Device-side record of a non-finite loss since the last host check (update(check_finite=False)).
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self._unchecked_since = 0
@@ -259,13 +266,25 @@ class RAVL:
         q_next = self.target_critic.q_values(next_obs, next_action, reduce="min")  # [B]
         return rew + self.gamma * (1.0 - done) * (q_next - self.alpha * next_log_prob)
 
-    def _critic_loss(
+    def _critic_grads(
         self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, done: Tensor
-    ) -> ops.CriticLoss:
-        """L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div, differentiable wrt the critics."""
+    ) -> tuple[Tensor, Tensor]:
+        """L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div and its gradients, set as the critics'
+        `.grad` (closed form, no autograd; the same gradient buffers every update).
+
+        Returns (L_Q, Q(s, a) `[N, B]`), detached.
+        """
         target = self._critic_target(rew, next_obs, done)  # [B]
-        weights, biases = self.critic.params()
-        return ops.critic_loss(obs, act, target, weights, biases, self.eta)
+        weights, biases = self.critic.params(detach=True)
+        out = ops.critic_loss_grads(
+            obs, act, target, weights, biases, self.eta, out=self._critic_grad_buffers
+        )
+        assert out.weight_grads is not None and out.bias_grads is not None
+        for param, grad in zip(
+            self._online_params, [*out.weight_grads, *out.bias_grads], strict=True
+        ):
+            param.grad = grad
+        return out.td + self.eta * out.diversity, out.q
 
     @torch.no_grad()
     def _polyak(self) -> None:
@@ -315,16 +334,14 @@ class RAVL:
         self.actor_optim.step()
 
         # 3. critics, target from the updated actor.
-        critic = self._critic_loss(obs, act, rew, next_obs, done)
-        self.critic_optim.zero_grad(set_to_none=True)
-        critic.loss.backward()
+        critic_loss, _ = self._critic_grads(obs, act, rew, next_obs, done)
         self.critic_optim.step()
 
         # 4. targets.
         self._polyak()
         self.num_updates += 1
 
-        losses = torch.stack([alpha_loss.detach(), critic.loss.detach(), actor_loss.detach()])
+        losses = torch.stack([alpha_loss.detach(), critic_loss, actor_loss.detach()])
         if not (log or check_finite):
             self._nonfinite |= ~torch.isfinite(losses).all()
             self._unchecked_since += 1
