@@ -693,11 +693,28 @@ def ensemble_linear(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "
     db = Σ_b dz.
     """
     _check_linear(x, weight, bias, activation)
-    if _choose_backend("ensemble_linear", x) == "ref":
+    backend = _choose_backend("ensemble_linear", x)
+    if backend == "ref":
         return ref.ensemble_linear_ref(x, weight, bias, activation)
     if torch.compiler.is_compiling():  # one opaque node in the graph
         return torch.ops.eor.ensemble_linear(x, weight, bias, activation)[0]
+    if backend == "torch":
+        return _linear_autograd_torch(x, weight, bias, activation)
     return _EnsembleLinearFn.apply(x, weight, bias, activation)
+
+
+def _linear_autograd_torch(x: Tensor, weight: Tensor, bias: Tensor, activation: str) -> Tensor:
+    """The eager torch path: `_linear_fwd_torch`'s ops (a stride-0 shared x, one baddbmm with
+    the bias, the activation in one pass) left to native autograd, whose backward runs the
+    same GEMMs and fused activation kernels as `_linear_bwd_torch` with no Python in between
+    (measured: about 0.1 ms less per layer forward + backward than `_EnsembleLinearFn`)."""
+    xe = x.expand(weight.shape[0], -1, -1) if x.dim() == 2 else x  # [E, B, I]
+    z = torch.baddbmm(bias.unsqueeze(1), xe, weight)  # [E, B, O]
+    if activation == "silu":
+        return F.silu(z)
+    if activation == "relu":
+        return z.relu_()  # baddbmm's backward does not need z: in place is safe
+    return z
 
 
 @torch.no_grad()
