@@ -371,3 +371,37 @@ def test_set_elites_validation() -> None:
         model.set_elites([0, 0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"\[0, 7\)"):
         model.set_elites([0, 1, 2, 3, 9])
+
+
+@pytest.mark.parametrize("case", ["plain", "u_threshold", "v_threshold"])
+def test_training_loss_closed_form_matches_autograd(case: str) -> None:
+    """model.training_loss (closed-form NLL and bounding gradients) equals the autograd loss of
+    `loss(*model(x), y)`: value and the gradient of every weight, bias and logvar bound.
+    The threshold cases put u = max − raw or v = lv₁ − min just above softplus's threshold
+    (20), where autograd's softplus′ is exactly 1 rather than σ(·)."""
+    torch.manual_seed(0)
+    model = _model(num_members=3, num_elites=2, hidden_dim=10).double()
+    twin = _model(num_members=3, num_elites=2, hidden_dim=10).double()
+    with torch.no_grad():
+        model.max_logvar.uniform_(0.0, 1.0)
+        if case == "u_threshold":  # member 1: u ≈ max + 21
+            model.biases[-1][1, S + 1 :] = -21.0
+            model.min_logvar.fill_(-30.0)
+        if case == "v_threshold":  # member 0: lv₁ ≈ max, v ≈ max + 21
+            model.biases[-1][0, S + 1 :] = 60.0
+            model.min_logvar.fill_(-21.0)
+        twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 11, S + A, dtype=torch.float64)
+    y = torch.randn(3, 11, S + 1, dtype=torch.float64)
+    fused = model.training_loss(x, y)
+    expected = twin.loss(*twin(x), y)
+    _close(fused.detach(), expected.detach(), 1e-12, 0.0)
+    fused.backward()
+    expected.backward()
+    named = dict(twin.named_parameters())
+    # Rounding only: the bound gradients sum terms as large as the largest gradient entry
+    # (exp(21) ≈ 1e9 in the u_threshold case) that cancel, so their error scales with that.
+    scale = max(float(p.grad.abs().max()) for p in twin.parameters() if p.grad is not None)
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        _close(p.grad, named[name].grad, 1e-15 * scale, 1e-10)

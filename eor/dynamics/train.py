@@ -309,8 +309,7 @@ class DynamicsTrainer:
         self.model.train()
         for start in range(0, n, bs):
             idx = order[:, start : start + bs]  # [E, b]
-            mean, logvar = self.model(self.train_x[idx])  # [E, b, D] each
-            loss = self.model.loss(mean, logvar, self.train_y[idx])
+            loss = self.model.training_loss(self.train_x[idx], self.train_y[idx])  # [E, b, ·]
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
