@@ -135,12 +135,15 @@ def critic_loss_grads(
     eta: float,
     *,
     need_grads: bool = True,
+    need_q: bool = True,
     out: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
 ) -> CriticGrads:
     """Closed-form L = L_td + η·L_div (L_td left out when `target` is None) and its gradients.
 
     obs `[B, S]`, act `[B, A]`, target `[B]` or None; weights / biases as in the module doc.
     Arguments are assumed checked (`check_critic_args`); eta > 0 needs N ≥ 2.
+    need_q: with target None and need_q False, Q itself is not computed (the diversity term
+    needs only the ReLU masks) and an empty `[N, 0]` q is returned.
     out: (weight grads, bias grads), contiguous tensors shaped like the weights and biases, to
     write the gradients into (the big ones straight from their GEMMs; reused buffers spare the
     page faults of fresh ones); the returned gradients are then those tensors.
@@ -161,8 +164,13 @@ def critic_loss_grads(
         b1.unsqueeze(1), x.expand(n, bsz, d), w1, out=scratch("critic.h1", shapes[0], x)
     ).relu_()  # [N, B, H1]
     h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2, out=scratch("critic.h2", shapes[1], x)).relu_()
-    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic.h3", shapes[2], x)).relu_()
-    q = torch.baddbmm(b4.unsqueeze(1), h3, w4).squeeze(2)  # [N, B], fresh: it is returned
+    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic.h3", shapes[2], x))
+    skip_q = target is None and not need_q
+    if skip_q:  # h3 stays the pre-activation: only its sign is used below
+        q = x.new_empty(n, 0)
+    else:
+        h3.relu_()
+        q = torch.baddbmm(b4.unsqueeze(1), h3, w4).squeeze(2)  # [N, B], fresh: it is returned
     zero = q.new_zeros(())
     if target is not None:
         err = q - target  # [N, B]
@@ -174,9 +182,15 @@ def critic_loss_grads(
         return CriticGrads(td, zero, q, None, None)
 
     # ---- δ chain (input gradient of Σ_b q), shared by the TD backward and the diversity term.
-    m3 = torch.sign(h3, out=scratch("critic.m3", shapes[2], x))  # 1[h3 > 0] as a float
     w4_row = w4.transpose(1, 2)  # [N, 1, H3]
-    delta3 = torch.mul(m3, w4_row, out=h3)  # [N, B, H3]; h3 is not needed any more
+    if skip_q:  # from the pre-activation: the same mask 1[pre3 > 0] = 1[h3 > 0], one pass each
+        m3 = torch.gt(h3, 0, out=scratch("critic.m3", shapes[2], x))  # as a float
+        delta3 = torch.ops.aten.threshold_backward.grad_input(
+            w4_row.expand(shapes[2]), h3, 0, grad_input=h3
+        )  # [N, B, H3] = m3 ⊙ w4ᵀ, over the pre-activation (not needed any more)
+    else:
+        m3 = torch.sign(h3, out=scratch("critic.m3", shapes[2], x))  # 1[h3 > 0] as a float
+        delta3 = torch.mul(m3, w4_row, out=h3)  # [N, B, H3]; h3 is not needed any more
     delta2 = _mask_(
         torch.bmm(delta3, w3.transpose(1, 2), out=scratch("critic.delta2", shapes[1], x)), h2
     )  # [N, B, H2]
@@ -283,7 +297,12 @@ def _critic_loss_grads_list(
         fn = ops._kernels("diversity").critic_loss_grads_triton
     else:
         fn = critic_loss_grads
-    out = CriticGrads(*fn(obs, act, target, weights, biases, eta, need_grads=need_grads))
+    # Without a target (the diversity term alone) nobody reads Q: it is left out.
+    out = CriticGrads(
+        *fn(
+            obs, act, target, weights, biases, eta, need_grads=need_grads, need_q=target is not None
+        )
+    )
     tensors = [out.td, out.diversity, out.q]
     if need_grads:
         assert out.weight_grads is not None and out.bias_grads is not None
@@ -299,7 +318,8 @@ _critic_loss_grads_op = torch.library.custom_op("eor::critic_loss_grads", mutate
 
 @_critic_loss_grads_op.register_fake
 def _(obs, act, target, weights, biases, eta, need_grads, use_triton):  # type: ignore[no-untyped-def]
-    out = [obs.new_empty(()), obs.new_empty(()), obs.new_empty((weights[0].shape[0], obs.shape[0]))]
+    q_shape = (weights[0].shape[0], obs.shape[0] if target is not None else 0)
+    out = [obs.new_empty(()), obs.new_empty(()), obs.new_empty(q_shape)]
     if need_grads:
         out += [torch.empty_like(w) for w in weights] + [torch.empty_like(b) for b in biases]
     return out

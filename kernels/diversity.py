@@ -301,6 +301,7 @@ def critic_loss_grads_triton(
     eta: float,
     *,
     need_grads: bool = True,
+    need_q: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor] | None, list[Tensor] | None]:
     """(td, diversity, q, weight grads, bias grads) of L = [L_td] + η·L_div, by the kernels.
 
@@ -322,6 +323,7 @@ def critic_loss_grads_triton(
     h2 = critic_gemm(h1, w2, bias=b2, relu=True)  # [N, B, H2]
     h3 = critic_gemm(h2, w3, bias=b3, relu=True)  # [N, B, H3]
     q = critic_gemm(h3, w4, bias=b4).squeeze(2)  # [N, B]
+    q_out = q if target is not None or need_q else q[:, :0]  # the torch path's contract
     zero = q.new_zeros(())
     if target is not None:
         err = q - target  # [N, B]
@@ -330,7 +332,7 @@ def critic_loss_grads_triton(
     else:
         dq, td = None, zero
     if not use_div and (dq is None or not need_grads):
-        return td, zero, q, None, None
+        return td, zero, q_out, None, None
 
     w4_vec = w4.squeeze(2)  # [N, H3]
     # δ2 = m2 ⊙ ((m3 ⊙ w4ᵀ) W3ᵀ): δ3 is built in the A loader from h3 and w4.
@@ -343,7 +345,7 @@ def critic_loss_grads_triton(
         v = critic_gemm(delta1, w1a.transpose(1, 2))  # [N, B, A]
         diversity, g_v = diversity_rows(v, eta)  # g_v = η ∂L_div/∂v
     if not need_grads:
-        return td, diversity, q, None, None
+        return td, diversity, q_out, None, None
 
     if g_v is not None:
         left2 = critic_gemm(g_v, w1a, c_mask=h1)  # η e1 [N, B, H1]
@@ -377,4 +379,4 @@ def critic_loss_grads_triton(
         critic_gemm(g_v.transpose(1, 2), delta1, out=dw1[:, s_dim:, :])  # obs rows stay 0
         db1, db2, db3, db4 = (torch.zeros_like(b) for b in biases)
     weight_grads = [dw1, dw2, dw3, dw4.to(w4.dtype).unsqueeze(2)]
-    return td, diversity, q, weight_grads, [db1, db2, db3, db4]
+    return td, diversity, q_out, weight_grads, [db1, db2, db3, db4]
