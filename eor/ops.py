@@ -936,6 +936,13 @@ def critic_loss_grads(
         value = CriticGrads(res.td, res.diversity, res.q, list(grads[:4]), list(grads[4:]))
         return _grads_into(value, out)
 
+    backend = _choose_backend("critic_loss_grads", obs)
+    if torch.compiler.is_compiling() and backend != "ref":  # one opaque node in the graph
+        use_triton = backend == "triton" and _critic_use_triton(weights)
+        td, div, q, *grads = torch.ops.eor.critic_loss_grads(
+            obs, act, target, list(weights), list(biases), eta, True, use_triton
+        )
+        return _grads_into(CriticGrads(td, div, q, grads[:4], grads[4:]), out)
     with torch.no_grad():
         return _dispatch(
             "critic_loss_grads",

@@ -219,3 +219,30 @@ def test_torch_compile_graph_with_custom_ops(tensors) -> None:
     assert_close_verbose(out, eager_out, name="compiled")
     assert_close_verbose(low, eager_low, name="compiled min")
     assert_close_verbose(w1.grad, w2.grad, name="compiled dW")
+
+
+def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
+    """Under torch.compile ops.critic_loss_grads is the opaque eor::critic_loss_grads node (its
+    fake gives the shapes), with eager's values and gradients, `out` buffers included."""
+    from tests.test_critic_loss import make_critics
+
+    obs, act, target, weights, biases = make_critics(3, 5, 2, 9, 7, dtype=torch.float32)
+    ws, bs = [w.detach() for w in weights], [b.detach() for b in biases]
+    graphs: list[str] = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    def f(obs, act, target, ws, bs, out):
+        g = ops.critic_loss_grads(obs, act, target, ws, bs, 0.5, out=out)
+        return g.td + 0.5 * g.diversity, g.q, *g.weight_grads, *g.bias_grads
+
+    out = ([torch.zeros_like(w) for w in ws], [torch.zeros_like(b) for b in bs])
+    compiled = torch.compile(f, backend=backend, fullgraph=True)(obs, act, target, ws, bs, out)
+    eager = f(obs, act, target, ws, bs, None)
+    assert any("eor.critic_loss_grads" in code for code in graphs)
+    for got, want in zip(compiled, eager, strict=True):
+        assert_close_verbose(got, want, rtol=1e-5, atol=1e-6, name="compiled")
+    for buf, want in zip(out[0] + out[1], eager[2:], strict=True):
+        assert_close_verbose(buf, want, rtol=1e-5, atol=1e-6, name="out buffer")
