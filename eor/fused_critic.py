@@ -370,8 +370,13 @@ class _ClosedFormLossFn(torch.autograd.Function):
             )
         ctx.grads = None  # type: ignore[attr-defined]
         # loss.backward() passes exactly 1: hand the gradients over as they are (no N·H² copies).
-        # Checked on CPU only, where reading the value costs no device sync.
-        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:
+        # Checked on CPU only, where reading the value costs no device sync, and not while
+        # torch.compile traces (the value is data there, not a number).
+        if (
+            not torch.compiler.is_compiling()
+            and grad_loss.device.type == "cpu"
+            and grad_loss.item() == 1.0
+        ):
             return (None, None, None, None, None, *grads)
         return (None, None, None, None, None, *(g * grad_loss for g in grads))
 

@@ -246,3 +246,24 @@ def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
         assert_close_verbose(got, want, rtol=1e-5, atol=1e-6, name="compiled")
     for buf, want in zip(out[0] + out[1], eager[2:], strict=True):
         assert_close_verbose(buf, want, rtol=1e-5, atol=1e-6, name="out buffer")
+
+
+def test_torch_compile_critic_loss_backward_fullgraph() -> None:
+    """ops.critic_loss (closed-form loss with a precomputed backward) compiles as one graph,
+    backward included, and gives eager's gradients."""
+    from tests.test_critic_loss import make_critics
+
+    obs, act, target, weights, biases = make_critics(3, 5, 2, 9, 7, dtype=torch.float32)
+    params = weights + biases
+
+    def f(obs, act, target, ws, bs):
+        return ops.critic_loss(obs, act, target, ws, bs, 0.5).loss
+
+    compiled = torch.compile(f, backend="eager", fullgraph=True)
+    compiled(obs, act, target, weights, biases).backward()
+    got = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    f(obs, act, target, weights, biases).backward()
+    for g, p in zip(got, params, strict=True):
+        assert_close_verbose(g, p.grad, rtol=1e-6, atol=1e-7, name="compiled grad")
