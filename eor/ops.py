@@ -14,11 +14,17 @@ implementation **per call** from the tensors' device:
 Triton is imported lazily, only when a kernel is about to run, so CPU use never imports it.
 
 The ops are also registered as `torch.library` custom ops (``eor::ensemble_linear``,
-``eor::ensemble_linear_backward``, ``eor::ensemble_mlp``, ``eor::gaussian_ensemble_forward``)
-with fake implementations and, for the linear layer, `register_autograd`. Under `torch.compile`
-the public functions emit these ops, so the compiled graph holds each as one opaque node;
-eager calls skip the custom-op wrapper (about 0.3 ms per layer on this CPU) and run the same
-implementations through an autograd.Function.
+``eor::ensemble_linear_backward``, ``eor::ensemble_mlp``, ``eor::gaussian_ensemble_forward``,
+and ``eor::critic_loss_grads`` in `eor.fused_critic`) with fake implementations and, for the
+linear layer, `register_autograd`. Under `torch.compile` the public functions emit these ops,
+so the compiled graph holds each as one opaque node; eager calls skip the custom-op wrapper
+(about 0.3 ms per layer on this CPU) and run the same implementations directly: native
+autograd for the torch linear layer, an autograd.Function for the Triton one and for the
+critic loss (whose backward hands over the closed-form gradients).
+
+The critic ops: `critic_loss` (a differentiable loss), `critic_loss_grads` (its values and
+gradients without autograd, optionally into caller buffers: what the RAVL learner uses) and
+`diversity_loss` (EDAC's term alone).
 
 Adding an op to the dispatch (used by the critic section at the end of this file)::
 
