@@ -264,16 +264,32 @@ def critic_loss_grads(
         dw1 = torch.cat([w1.new_zeros(n, s_dim, w1.shape[2]), dw1a], dim=1)
         db1, db2, db3, db4 = (torch.zeros_like(b) for b in biases)
     weight_grads = [dw1, dw2, dw3, dw4.transpose(1, 2)]  # dw4 [N, H3, 1]
-    bias_grads = [db1, db2, db3, db4]
-    if out is not None:  # the small ones (and dW1 without the TD term) are copied in
-        weight_grads = [_into(t, g) for t, g in zip(out[0], weight_grads, strict=True)]
-        bias_grads = [_into(t, g) for t, g in zip(out[1], bias_grads, strict=True)]
-    return CriticGrads(td, diversity, q, weight_grads, bias_grads)
+    # With `out`, the small ones (and dW1 without the TD term) are copied in.
+    return grads_into(CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4]), out)
+
+
+def grads_into(
+    value: CriticGrads, out: tuple[Sequence[Tensor], Sequence[Tensor]] | None
+) -> CriticGrads:
+    """`value` with its gradients held by the `out` tensors (when given): each copied in,
+    unless it was computed into its `out` tensor already."""
+    if out is None:
+        return value
+    assert value.weight_grads is not None and value.bias_grads is not None
+    ws = [_into(t, g) for t, g in zip(out[0], value.weight_grads, strict=True)]
+    bs = [_into(t, g) for t, g in zip(out[1], value.bias_grads, strict=True)]
+    return value._replace(weight_grads=ws, bias_grads=bs)
 
 
 def _into(dst: Tensor, src: Tensor) -> Tensor:
-    """dst holding src's values (no copy when src was computed into dst)."""
-    if src.data_ptr() != dst.data_ptr() or src.stride() != dst.stride():
+    """dst holding src's values (no copy when src was computed into dst). While torch.compile
+    traces, src is a fresh output of the opaque op and is always copied (pointers are not
+    comparable there)."""
+    if (
+        torch.compiler.is_compiling()
+        or src.data_ptr() != dst.data_ptr()
+        or src.stride() != dst.stride()
+    ):
         dst.copy_(src)
     return dst
 

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from eor import ref
-from eor.fused_critic import CriticGrads
+from eor.fused_critic import CriticGrads, grads_into
 from eor.workspace import scratch
 
 BACKENDS = ("auto", "triton", "torch", "ref")
@@ -929,7 +929,7 @@ def critic_loss_grads(
         if not _critic_use_triton(weights):
             return closed_form(obs, act, target, weights, biases, eta, out=out)
         launcher = _kernels("diversity").critic_loss_grads_triton
-        return _grads_into(CriticGrads(*launcher(obs, act, target, weights, biases, eta)), out)
+        return grads_into(CriticGrads(*launcher(obs, act, target, weights, biases, eta)), out)
 
     def reference() -> CriticGrads:
         params = [p.detach().requires_grad_(True) for p in (*weights, *biases)]
@@ -940,15 +940,16 @@ def critic_loss_grads(
             torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
         )
         value = CriticGrads(res.td, res.diversity, res.q, list(grads[:4]), list(grads[4:]))
-        return _grads_into(value, out)
+        return grads_into(value, out)
 
-    backend = _choose_backend("critic_loss_grads", obs)
-    if torch.compiler.is_compiling() and backend != "ref":  # one opaque node in the graph
-        use_triton = backend == "triton" and _critic_use_triton(weights)
-        td, div, q, *grads = torch.ops.eor.critic_loss_grads(
-            obs, act, target, list(weights), list(biases), eta, True, use_triton
-        )
-        return _grads_into(CriticGrads(td, div, q, grads[:4], grads[4:]), out)
+    if torch.compiler.is_compiling():  # one opaque node in the graph (except for ref)
+        backend = _choose_backend("critic_loss_grads", obs)
+        if backend != "ref":
+            use_triton = backend == "triton" and _critic_use_triton(weights)
+            td, div, q, *grads = torch.ops.eor.critic_loss_grads(
+                obs, act, target, list(weights), list(biases), eta, True, use_triton
+            )
+            return grads_into(CriticGrads(td, div, q, grads[:4], grads[4:]), out)
     with torch.no_grad():
         return _dispatch(
             "critic_loss_grads",
@@ -986,18 +987,6 @@ def _check_grads_out(
             raise ValueError(f"{name} must be contiguous")
         if t.requires_grad:
             raise ValueError(f"{name} must not require grad (pass a gradient buffer)")
-
-
-def _grads_into(
-    value: CriticGrads, out: tuple[Sequence[Tensor], Sequence[Tensor]] | None
-) -> CriticGrads:
-    """`value` with its gradients copied into `out` (when given)."""
-    if out is None:
-        return value
-    assert value.weight_grads is not None and value.bias_grads is not None
-    ws = [t.copy_(g) for t, g in zip(out[0], value.weight_grads, strict=True)]
-    bs = [t.copy_(g) for t, g in zip(out[1], value.bias_grads, strict=True)]
-    return value._replace(weight_grads=ws, bias_grads=bs)
 
 
 def diversity_loss(

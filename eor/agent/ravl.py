@@ -268,11 +268,11 @@ class RAVL:
 
     def _critic_grads(
         self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, done: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> Tensor:
         """L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div and its gradients, set as the critics'
         `.grad` (closed form, no autograd; the same gradient buffers every update).
 
-        Returns (L_Q, Q(s, a) `[N, B]`), detached.
+        Returns L_Q, detached.
         """
         target = self._critic_target(rew, next_obs, done)  # [B]
         weights, biases = self.critic.params(detach=True)
@@ -284,7 +284,7 @@ class RAVL:
             self._online_params, [*out.weight_grads, *out.bias_grads], strict=True
         ):
             param.grad = grad
-        return out.td + self.eta * out.diversity, out.q
+        return out.td + self.eta * out.diversity
 
     @torch.no_grad()
     def _polyak(self) -> None:
@@ -334,7 +334,7 @@ class RAVL:
         self.actor_optim.step()
 
         # 3. critics, target from the updated actor.
-        critic_loss, _ = self._critic_grads(obs, act, rew, next_obs, done)
+        critic_loss = self._critic_grads(obs, act, rew, next_obs, done)
         self.critic_optim.step()
 
         # 4. targets.
