@@ -477,6 +477,9 @@ def test_critic_loss_grads_op_rejects_bad_out() -> None:
     with pytest.raises(ValueError, match=r"out\[0\]\[2\] must be contiguous"):
         bad = ([*good[0][:2], torch.empty(2, 9, 9, dtype=torch.float64).mT, good[0][3]], good[1])
         ops.critic_loss_grads(obs, act, target, weights, biases, 1.0, out=bad)
+    with pytest.raises(ValueError, match=r"out\[1\]\[3\] must be a tensor, got ndarray"):
+        bad = (good[0], [*good[1][:3], good[1][3].numpy()])
+        ops.critic_loss_grads(obs, act, target, weights, biases, 1.0, out=bad)
     with pytest.raises(ValueError, match=r"out\[0\]\[0\] must not require grad"):
         ops.critic_loss_grads(obs, act, target, weights, biases, 1.0, out=(weights, biases))
     with pytest.raises(ValueError, match="num_critics >= 2"):
