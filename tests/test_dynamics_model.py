@@ -365,6 +365,20 @@ def test_step_bad_inputs(
         model.step(torch.zeros(obs_shape, dtype=dtype), torch.zeros(act_shape, dtype=dtype), None)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 50, 2048])
+def test_holdout_mse_is_the_mean_squared_error_of_the_means(chunk: int) -> None:
+    """Per member, over rows and dims, from the mean half of the head only, in any chunking."""
+    torch.manual_seed(0)
+    model = _model(num_members=3, num_elites=2).double()
+    x = torch.randn(50, S + A, dtype=torch.float64)
+    y = torch.randn(50, S + 1, dtype=torch.float64)
+    mean, _ = model(x)  # [3, 50, S+1]
+    expected = ((mean - y) ** 2).mean(dim=(1, 2)).detach()
+    got = model.holdout_mse(x, y, chunk=chunk)
+    assert got.dtype == torch.float64 and got.shape == (3,)
+    _close(got, expected, 1e-12, 1e-12)
+
+
 def test_set_elites_validation() -> None:
     model = _model()
     with pytest.raises(ValueError, match="distinct"):

@@ -60,8 +60,18 @@ def gaussian_nll_loss(
     )
 
 
-class _HeadNLLFn(torch.autograd.Function):
-    """`gaussian_nll_loss` of the bounded head output, its gradients in closed form.
+def head_nll_grads(
+    head: Tensor,
+    target: Tensor,
+    max_logvar: Tensor,
+    min_logvar: Tensor,
+    grad_head: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`gaussian_nll_loss` of the bounded head output and its gradients, in closed form.
+
+    head `[E, B, 2D]` (mean halves first), target `[E, B, D]`, bounds `[D]`. Returns
+    (loss, ∂L/∂head `[E, B, 2D]`, ∂L/∂max_logvar `[D]`, ∂L/∂min_logvar `[D]`); ∂L/∂head is
+    written into `grad_head` when given (same shape, dtype and device as head).
 
     With c = 1/(B·D), μ, r the mean and raw halves of the head output, u = max − r,
     lv₁ = max − softplus(u), v = lv₁ − min, lv = min + softplus(v), e = μ − y:
@@ -70,10 +80,34 @@ class _HeadNLLFn(torch.autograd.Function):
         g_v = g_lv·softplus′(v),  g_u = −g_v·softplus′(u),  ∂L/∂r = −g_u,
         ∂L/∂max = Σ (g_v + g_u) + 0.01,   ∂L/∂min = Σ (g_lv − g_v) − 0.01,
 
-    softplus′ taken exactly as autograd does (`aten.softplus_backward`, threshold 20). The
-    forward computes the loss and these gradients in one pass over the `[E, B, 2D]` head
-    (about 15 small ops instead of some 40 in autograd's forward + backward graph).
+    softplus′ taken exactly as autograd does (`aten.softplus_backward`, threshold 20): about
+    15 small ops over the `[E, B, 2D]` head instead of some 40 in autograd's forward + backward.
     """
+    d = target.shape[-1]
+    mean, raw = head[..., :d], head[..., d:]  # [E, B, D] each
+    u = max_logvar - raw
+    v = (max_logvar - F.softplus(u)) - min_logvar
+    logvar = min_logvar + F.softplus(v)
+    inv_var = torch.exp(-logvar)
+    err = mean - target
+    weighted = err.square().mul_(inv_var)  # e²·exp(−lv)
+    c = 1.0 / (head.shape[1] * d)
+    loss = (logvar + weighted).sum() * c + LOGVAR_LOSS_COEF * (max_logvar.sum() - min_logvar.sum())
+    g_lv = weighted.neg_().add_(1.0).mul_(c)  # c·(1 − e²·exp(−lv))
+    g_v = torch.ops.aten.softplus_backward(g_lv, v, 1.0, 20.0)
+    g_u = torch.ops.aten.softplus_backward(g_v.neg(), u, 1.0, 20.0)
+    if grad_head is None:
+        grad_head = torch.empty_like(head)
+    torch.mul(err.mul_(inv_var), 2.0 * c, out=grad_head[..., :d])
+    torch.neg(g_u, out=grad_head[..., d:])
+    g_max = (g_v + g_u).sum(dim=(0, 1)) + LOGVAR_LOSS_COEF
+    g_min = (g_lv - g_v).sum(dim=(0, 1)) - LOGVAR_LOSS_COEF
+    return loss, grad_head, g_max, g_min
+
+
+class _HeadNLLFn(torch.autograd.Function):
+    """`gaussian_nll_loss` of the bounded head output, its gradients in closed form
+    (`head_nll_grads`, computed in the forward and handed out in the backward)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -83,26 +117,8 @@ class _HeadNLLFn(torch.autograd.Function):
         max_logvar: Tensor,
         min_logvar: Tensor,
     ) -> Tensor:
-        d = target.shape[-1]
-        mean, raw = head[..., :d], head[..., d:]  # [E, B, D] each
-        u = max_logvar - raw
-        v = (max_logvar - F.softplus(u)) - min_logvar
-        logvar = min_logvar + F.softplus(v)
-        inv_var = torch.exp(-logvar)
-        err = mean - target
-        weighted = err.square().mul_(inv_var)  # e²·exp(−lv)
-        c = 1.0 / (head.shape[1] * d)
-        loss = (logvar + weighted).sum() * c + LOGVAR_LOSS_COEF * (
-            max_logvar.sum() - min_logvar.sum()
-        )
-        if any(ctx.needs_input_grad):  # type: ignore[attr-defined]
-            g_lv = weighted.neg_().add_(1.0).mul_(c)  # c·(1 − e²·exp(−lv))
-            g_v = torch.ops.aten.softplus_backward(g_lv, v, 1.0, 20.0)
-            g_u = torch.ops.aten.softplus_backward(g_v.neg(), u, 1.0, 20.0)
-            grad_head = torch.cat([err.mul_(inv_var).mul_(2.0 * c), g_u.neg()], dim=-1)
-            g_max = (g_v + g_u).sum(dim=(0, 1)) + LOGVAR_LOSS_COEF
-            g_min = (g_lv - g_v).sum(dim=(0, 1)) - LOGVAR_LOSS_COEF
-            ctx.save_for_backward(grad_head, g_max, g_min)
+        loss, grad_head, g_max, g_min = head_nll_grads(head, target, max_logvar, min_logvar)
+        ctx.save_for_backward(grad_head, g_max, g_min)
         return loss
 
     @staticmethod
@@ -296,17 +312,22 @@ class DynamicsEnsemble(nn.Module):
         return head_nll_loss(self._head(x_norm), target, self.max_logvar, self.min_logvar)
 
     @torch.no_grad()
-    def holdout_mse(self, x_norm: Tensor, target: Tensor, chunk: int = 16384) -> Tensor:
+    def holdout_mse(self, x_norm: Tensor, target: Tensor, chunk: int = 2048) -> Tensor:
         """Mean squared error of the means per member, over rows and dims: `[E]` (float64).
 
-        x_norm: `[N, S+A]` normalised, target: `[N, D]`.
+        x_norm: `[N, S+A]` normalised, target: `[N, D]`. Only the head's mean columns are
+        computed, `chunk` rows at a time (2048 keeps a layer's `[E, chunk, H]` activations in
+        cache: 0.30 s for 40k rows here against 0.51 s for 16k-row chunks of the full head).
         """
+        d = self.out_dim
+        weights = [*self.weights[:-1], self.weights[-1][..., :d].contiguous()]
+        biases = [*self.biases[:-1], self.biases[-1][..., :d].contiguous()]
         total = torch.zeros(self.num_members, dtype=torch.float64, device=x_norm.device)
         for start in range(0, x_norm.shape[0], chunk):
-            mean, _ = self.predict_normalized(x_norm[start : start + chunk])  # [E, n, D]
-            err = (mean - target[start : start + chunk].unsqueeze(0)).pow(2)
+            mean = ops.ensemble_mlp(x_norm[start : start + chunk], weights, biases, "silu")
+            err = (mean - target[start : start + chunk].unsqueeze(0)).pow(2)  # [E, n, D]
             total += err.sum(dim=(1, 2)).to(torch.float64)
-        return total / (x_norm.shape[0] * self.out_dim)
+        return total / (x_norm.shape[0] * d)
 
     # ------------------------------------------------------------------ inference
 

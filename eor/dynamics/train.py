@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from eor import ops
 from eor.dynamics.model import DynamicsEnsemble, TerminationFn
+from eor.dynamics.step import ClosedFormStep
 
 
 @dataclass
@@ -263,6 +265,14 @@ class DynamicsTrainer:
         self.optimizer = torch.optim.Adam(
             self.model.param_groups(config.l2_reg_multiplier), lr=config.model_lr, fused=True
         )
+        # Where ensemble_linear runs plain torch (the CPU), the closed-form step (same values,
+        # no autograd, no per-step allocations); with Triton, autograd through its kernels.
+        self.closed_form: ClosedFormStep | None = (
+            ClosedFormStep(self.model)
+            if ops.backend_report(self.device)["ensemble_linear"] == "torch"
+            else None
+        )
+        self._batch_buffers: dict[int, tuple[Tensor, Tensor]] = {}
         self.stopper = EarlyStopping(
             config.num_models,
             min_epochs=config.min_epochs,
@@ -308,14 +318,32 @@ class DynamicsTrainer:
         batches = 0
         self.model.train()
         for start in range(0, n, bs):
-            idx = order[:, start : start + bs]  # [E, b]
-            loss = self.model.training_loss(self.train_x[idx], self.train_y[idx])  # [E, b, ·]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            x, y = self._batch(order[:, start : start + bs])  # [E, b, S+A], [E, b, D]
+            if self.closed_form is not None:
+                loss = self.closed_form(x, y)  # sets every .grad
+            else:
+                loss = self.model.training_loss(x, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             total += loss.detach()
             batches += 1
         return float(total) / batches
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Each member's rows `idx` `[E, b]` of the training inputs and targets, gathered into
+        buffers kept per batch size (a fresh [E, b, ·] pair each step costs page faults)."""
+        e, b = idx.shape
+        bufs = self._batch_buffers.get(b)
+        if bufs is None:
+            bufs = self._batch_buffers[b] = (
+                self.train_x.new_empty(e, b, self.train_x.shape[1]),
+                self.train_y.new_empty(e, b, self.train_y.shape[1]),
+            )
+        flat = idx.reshape(-1)
+        torch.index_select(self.train_x, 0, flat, out=bufs[0].view(e * b, -1))
+        torch.index_select(self.train_y, 0, flat, out=bufs[1].view(e * b, -1))
+        return bufs
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate, apply the stopping rule. Returns the epoch's metrics."""
