@@ -45,6 +45,7 @@ from torch import Tensor
 
 from eor import ops
 from eor.agent.networks import Actor, VectorizedCritic
+from eor.optim import FusedAdam
 
 LOGGED_KEYS: tuple[str, ...] = (
     "alpha_loss",
@@ -147,10 +148,11 @@ class RAVLConfig:
 
 def _adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused implementation where torch has one for these tensors (CPU and CUDA
-    in recent torch), else the multi-tensor one. Same maths as the reference's plain Adam."""
+    in recent torch; `eor.optim.FusedAdam`, torch's with a leaner step), else the multi-tensor
+    one. Same maths as the reference's plain Adam."""
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return FusedAdam(params, lr=lr)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from eor import ops
 from eor.dynamics.model import DynamicsEnsemble, TerminationFn
 from eor.dynamics.step import ClosedFormStep
+from eor.optim import FusedAdam
 
 
 @dataclass
@@ -260,10 +261,10 @@ class DynamicsTrainer:
 
         # torch.optim.Adam with weight_decay is Adam's *coupled* L2 (grad += λ·w), as SPEC 2 says;
         # AdamW would be decoupled.
-        # fused=True: the same Adam update in one kernel per step (about 3x cheaper than the
-        # foreach path on CPU, ~10 % of an epoch).
-        self.optimizer = torch.optim.Adam(
-            self.model.param_groups(config.l2_reg_multiplier), lr=config.model_lr, fused=True
+        # FusedAdam: torch's fused Adam (one kernel per group per step, about 3x cheaper than
+        # the foreach path on CPU) with less Python around it; bitwise the same update.
+        self.optimizer = FusedAdam(
+            self.model.param_groups(config.l2_reg_multiplier), lr=config.model_lr
         )
         # Where ensemble_linear runs plain torch (the CPU), the closed-form step (same values,
         # no autograd, no per-step allocations); with Triton, autograd through its kernels.
