@@ -98,7 +98,7 @@ class FusedAdam(torch.optim.Adam):
         else:
             plan = None
         if plan is not None:
-            grads_per_group = []
+            grads_per_group: list[list[Tensor]] = []
             for (group, params, _), current in zip(plan, self.param_groups, strict=True):
                 grads = [p.grad for p in params]
                 if (
@@ -108,11 +108,11 @@ class FusedAdam(torch.optim.Adam):
                 ):
                     plan = None
                     break
-                grads_per_group.append(grads)
+                grads_per_group.append(grads)  # type: ignore[arg-type]  # no None (checked)
         if plan is None:
             self._plan = None
             return self._torch_step(closure)
-        for (group, params, (exp_avgs, exp_avg_sqs, steps)), grads in zip(
+        for (group, params, (exp_avgs, exp_avg_sqs, steps)), group_grads in zip(
             plan, grads_per_group, strict=True
         ):
             if not params:
@@ -121,7 +121,7 @@ class FusedAdam(torch.optim.Adam):
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(
                 params,
-                grads,
+                group_grads,
                 exp_avgs,
                 exp_avg_sqs,
                 [],
