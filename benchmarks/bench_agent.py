@@ -8,7 +8,11 @@ Both sides do one whole update per call, batch sampling included:
   q_random_std and `.item()` on every update);
 * eor: `eor.sample_mixed` from two `eor.ReplayBuffer`s + `eor.agent.RAVL.update`.
 
-The two run interleaved, call by call, so that machine noise (a shared CPU) hits both alike.
+The two run interleaved so that machine noise (a shared CPU) hits both alike: in each round
+each side runs a block of back-to-back updates (10 at N = 10, 5 at N = 50), as a training loop
+runs them, and a sample is the block's time per update. Also reported (`cold_ms`,
+`cold_vs_ref`, `cold_cache_speedups`): one update per side in turn, each starting with the
+other's data in the caches, a state no training loop is in.
 Defaults: halfcheetah dims (S 17, A 6), batch 256 (12 real + 244 model), hidden 256, η 1,
 N ∈ {10, 50}. Also reported: the machine's matmul ceiling (a large float32 GEMM, measured in the
 same run), the FLOPs an update needs (analytic count of its GEMM work) and the fraction of the
@@ -82,16 +86,25 @@ def reference_like(learner: RAVL) -> RAVLRef:
 
 
 def interleaved(
-    fns: dict[str, Any], rounds: int, warmup: int, *, single_thread: bool = False
+    fns: dict[str, Any],
+    rounds: int,
+    warmup: int,
+    *,
+    block: int = 1,
+    single_thread: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Time each fn once per round, alternating, after `warmup` calls each.
+    """Time each fn over `block` back-to-back calls per round, the fns alternating round by
+    round, after `warmup` calls each; a sample is the block's time / block (time per call).
 
+    block > 1 measures what a training loop sees, one update straight after another of the
+    same learner; block = 1 measures each call right after the other fn ran, so every call
+    starts with the other's data in the caches (a cold-cache time no training loop has).
     Default: wall time with torch's usual threads (the result). single_thread: one torch
     thread and that thread's CPU time, which other jobs on a shared machine barely disturb
     (wall time and all-thread CPU time both swell under load, the latter with OpenMP spinning).
     """
     threads = torch.get_num_threads()
-    clock = time.thread_time if single_thread else None
+    clock = time.thread_time if single_thread else time.perf_counter
     if single_thread:
         torch.set_num_threads(1)
     try:
@@ -101,12 +114,10 @@ def interleaved(
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(rounds):
             for name, fn in fns.items():
-                if clock is None:
-                    times[name].append(timeit(fn, repeats=1, warmup=0)["median_s"])
-                else:
-                    c0 = clock()
+                c0 = clock()
+                for _ in range(block):
                     fn()
-                    times[name].append(clock() - c0)
+                times[name].append((clock() - c0) / block)
     finally:
         torch.set_num_threads(threads)
     out = {}
@@ -129,6 +140,7 @@ def bench_updates(
     rounds: int,
     ceiling: float,
     warmup: int,
+    block: int,
 ) -> list[dict[str, Any]]:
     learner = RAVL(RAVLConfig(obs_dim=S, act_dim=A, hidden_dim=H, num_critics=n, eta=1.0), seed=0)
     ref = reference_like(learner)
@@ -143,8 +155,9 @@ def bench_updates(
         ref.update(sample_mixed_ref([real, model], [REAL, MODEL], rng))
 
     fns = {"ref": ref_update, "eor": eor_update}
-    stats = interleaved(fns, rounds=rounds, warmup=warmup)
-    single = interleaved(fns, rounds=max(3, rounds // 3), warmup=1, single_thread=True)
+    stats = interleaved(fns, rounds=rounds, warmup=warmup, block=block)
+    cold = interleaved(fns, rounds=max(3, rounds // 2), warmup=0, block=1)
+    single = interleaved(fns, rounds=max(3, rounds // 3), warmup=1, block=block, single_thread=True)
     flops = update_flops(n)
     rows = []
     for impl in ("ref", "eor"):
@@ -162,11 +175,14 @@ def bench_updates(
                 "gflops": flops * ups / 1e9,
                 "ceiling_frac": flops * ups / 1e9 / ceiling,
                 "cpu1_ms": 1e3 * single[impl]["median_s"],
+                "cold_ms": 1e3 * cold[impl]["median_s"],
                 "repeats": st["repeats"],
+                "block": block,
             }
         )
     rows[1]["vs_ref"] = stats["ref"]["median_s"] / stats["eor"]["median_s"]
     rows[1]["cpu1_vs_ref"] = single["ref"]["median_s"] / single["eor"]["median_s"]
+    rows[1]["cold_vs_ref"] = cold["ref"]["median_s"] / cold["eor"]["median_s"]
     return rows
 
 
@@ -245,7 +261,8 @@ def bench_phases(quick: bool, real: dict[str, np.ndarray]) -> tuple[list[dict[st
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     torch.manual_seed(0)
-    rounds = {10: 4, 50: 2} if args.quick else {10: 30, 50: 10}
+    rounds = {10: 4, 50: 2} if args.quick else {10: 20, 50: 8}
+    block = {10: 3, 50: 2} if args.quick else {10: 10, 50: 5}
     rng = np.random.default_rng(0)
     real = synthetic_arrays(20_000 if args.quick else 200_000, rng)
     model = synthetic_arrays(50_000 if args.quick else 250_000, rng)
@@ -256,11 +273,15 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     speedups: dict[str, float] = {}
     cpu_speedups: dict[str, float] = {}
+    cold_speedups: dict[str, float] = {}
     for n in (10, 50):
-        update_rows = bench_updates(n, real, model, rounds[n], ceiling, 1 if args.quick else 3)
+        update_rows = bench_updates(
+            n, real, model, rounds[n], ceiling, 1 if args.quick else 3, block[n]
+        )
         rows += update_rows
         speedups[f"update_n{n}_vs_ref"] = update_rows[1]["vs_ref"]
         cpu_speedups[f"update_n{n}_vs_ref"] = update_rows[1]["cpu1_vs_ref"]
+        cold_speedups[f"update_n{n}_vs_ref"] = update_rows[1]["cold_vs_ref"]
     phase_rows, note = bench_phases(args.quick, real)
     rows += phase_rows
     if note:
@@ -278,11 +299,14 @@ def main(argv: list[str] | None = None) -> None:
             "vs_ref",
             "cpu1_ms",
             "cpu1_vs_ref",
+            "cold_ms",
+            "cold_vs_ref",
         ],
     )
     extra = {
         "matmul_ceiling_gflops": ceiling,
         "single_thread_cpu_speedups": {k: round(v, 3) for k, v in cpu_speedups.items()},
+        "cold_cache_speedups": {k: round(v, 3) for k, v in cold_speedups.items()},
         "quick": bool(args.quick),
         "config": {
             "S": S,
@@ -299,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         extra["phases_note"] = note
     path = write_results("agent", rows, speedups, out=args.out, extra=extra)
     print(
-        f"speedups (wall): {speedups}\nspeedups (1-thread CPU time): {cpu_speedups}\nwrote {path}"
+        f"speedups (wall): {speedups}\nspeedups (1-thread CPU time): {cpu_speedups}\n"
+        f"speedups (cold cache, one call per side in turn): {cold_speedups}\nwrote {path}"
     )
 
 
