@@ -15,14 +15,7 @@ from eor.cli import main
 from eor.data import collect, load_dataset
 from eor.dynamics import DynamicsConfig, DynamicsLoadError, load, read_meta, train_to_dir
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from threads, and on a shared 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

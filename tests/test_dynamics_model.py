@@ -18,13 +18,7 @@ from eor.dynamics.model import (
 S, A = 5, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from threads, and on a shared 2-core machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _never_done(next_obs: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,7 @@ from eor.dynamics.train import DynamicsConfig, DynamicsTrainer
 S, A = 5, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(dtype: torch.dtype = torch.float32, **kw) -> tuple[DynamicsEnsemble, DynamicsEnsemble]:

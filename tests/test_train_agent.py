@@ -49,13 +49,7 @@ ROLLOUT_KEYS = {"rollout_time", "transitions_added", "mean_length", "mean_reward
 EVAL_KEYS = {"return_mean", "return_std", "score_mean", "score_std", "eval_time"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny networks: intra-op threads only add barrier waits (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_components(seed: int = 0, obs_dim: int | None = None) -> Components:

@@ -21,14 +21,7 @@ import eor.agent.trainer as trainer_mod
 from eor.agent.config import TrainAgentConfig
 from eor.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny networks: intra-op threads only add barrier waits (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str) -> Any:
