@@ -273,7 +273,7 @@ class DynamicsTrainer:
             if ops.backend_report(self.device)["ensemble_linear"] == "torch"
             else None
         )
-        self._batch_buffers: dict[int, tuple[Tensor, Tensor]] = {}
+        self._batch_buffers: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.stopper = EarlyStopping(
             config.num_models,
             min_epochs=config.min_epochs,
@@ -333,11 +333,13 @@ class DynamicsTrainer:
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Each member's rows `idx` `[E, b]` of the training inputs and targets, gathered into
-        buffers kept per batch size (a fresh [E, b, ·] pair each step costs page faults)."""
+        buffers kept per batch size and dtype (a fresh [E, b, ·] pair each step costs page
+        faults)."""
         e, b = idx.shape
-        bufs = self._batch_buffers.get(b)
+        key = (b, self.train_x.dtype)
+        bufs = self._batch_buffers.get(key)
         if bufs is None:
-            bufs = self._batch_buffers[b] = (
+            bufs = self._batch_buffers[key] = (
                 self.train_x.new_empty(e, b, self.train_x.shape[1]),
                 self.train_y.new_empty(e, b, self.train_y.shape[1]),
             )
