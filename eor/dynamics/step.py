@@ -13,9 +13,8 @@ order, so the same bits on the CPU: tested), written out layer by layer:
               g_{l−1} = SiLU′(z_{l−1}) ⊙ (g_l·W_lᵀ)
 
 Every intermediate lives in buffers kept from one step to the next (one set per batch size,
-dtype and device),
-and the gradients are written into the parameters' own `.grad` tensors, allocated once. On the
-CPU this is what makes the step fast: PyTorch's CPU allocator is malloc, and glibc hands the
+dtype and device), and the gradients are written into the parameters' own `.grad` tensors,
+allocated once. On the CPU this is what makes the step fast: PyTorch's CPU allocator is malloc, and glibc hands the
 ~1.4 MB `[E, B, H]` activations of a fresh autograd graph back to the OS after each step, so
 every step page-faulted some 400 pages in again (~0.6 ms of a ~9 ms step), besides autograd's
 own bookkeeping (~0.4 ms). The trainer uses this step where `ops.ensemble_linear` would run
@@ -31,7 +30,7 @@ from eor.dynamics.model import DynamicsEnsemble, head_nll_grads
 
 
 class _Buffers:
-    """Activations and backward scratch for one batch size."""
+    """Activations and backward scratch for one batch size (and the model's dtype and device)."""
 
     def __init__(self, model: DynamicsEnsemble, batch: int) -> None:
         like = model.weights[0]
