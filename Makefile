@@ -15,7 +15,10 @@ EOR_WERROR ?= OFF
 JOBS ?= 2
 CMAKE ?= $(VENV)/bin/cmake
 CTEST ?= $(VENV)/bin/ctest
-STAMP := $(VENV)/.eor-installed
+# The editable install maps every module of eor by path, so adding, moving or removing a module
+# needs a reinstall: the stamp's name carries a hash of the module list.
+MODULES_HASH := $(shell find eor kernels -name '*.py' 2>/dev/null | sort | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.eor-installed-$(MODULES_HASH)
 CXX_SOURCES := $(shell find csrc -name '*.hpp' -o -name '*.cpp' -o -name 'CMakeLists.txt' 2>/dev/null)
 
 .PHONY: setup test test-cpp test-py lint format bench demo clean

@@ -3,8 +3,8 @@
 1. Load a D4RL-layout HDF5 (synthetic halfcheetah shapes: obs 17, act 6, a timeout every 1000
    rows, next_observations) into the replay buffer: `eor.data.load_dataset(path).to_buffer()`
    (validated, float32 C-contiguous, Q-learning form) against the bare h5py + numpy load
-   `eor.data.ref.load_h5py_numpy_ref` (no validation). Speedup key `load_vs_h5py`.
-   Also, for information, D4RL-style row-by-row conversion (`eor.data.ref.qlearning_loop_ref`).
+   `eor.ref.data.load_h5py_numpy_ref` (no validation). Speedup key `load_vs_h5py`.
+   Also, for information, D4RL-style row-by-row conversion (`eor.ref.data.qlearning_loop_ref`).
 2. Collection rate in the real simulator (random policy, HalfCheetah-v4): steps per second of
    `eor.data.collect`, with one plain env and with a SyncVectorEnv of 4.
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import parse_args, print_table, timeit, write_results  # noqa: E402
 from eor.data import collect, load_dataset, read_raw  # noqa: E402
 from eor.data.collector import _run  # noqa: E402
-from eor.data.ref import load_h5py_numpy_ref, qlearning_loop_ref  # noqa: E402
 from eor.envs import get_env  # noqa: E402
+from eor.ref.data import load_h5py_numpy_ref, qlearning_loop_ref  # noqa: E402
 
 
 def write_synthetic(path: Path, n: int, seed: int = 0) -> None:

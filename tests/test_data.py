@@ -422,7 +422,7 @@ def test_to_buffer_holds_exactly_the_dataset(tmp_path):
 @pytest.mark.parametrize("with_next", [True, False])
 def test_qlearning_matches_row_loop_reference(with_next):
     """Random episode layouts (terminals and timeouts anywhere, including the last row)."""
-    from eor.data.ref import qlearning_loop_ref
+    from eor.ref.data import qlearning_loop_ref
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 5, 200):
