@@ -166,9 +166,10 @@ def test_trainer_holdout_is_never_trained_on_and_normaliser_sees_training_rows()
     assert int(tr.bootstrap.max()) < tr.n_train
 
 
-def test_one_epoch_matches_per_member_reference() -> None:
+@pytest.mark.parametrize("mode", ["redeal", "fixed"])
+def test_one_epoch_matches_per_member_reference(mode: str) -> None:
     """A trainer epoch = the reference's loop over 3 nn.Module members, same batches."""
-    tr = _trainer()
+    tr = _trainer(bootstrap=mode)
     tr.model.double()
     tr.train_x, tr.train_y = tr.train_x.double(), tr.train_y.double()
     tr.optimizer = torch.optim.Adam(
@@ -177,12 +178,12 @@ def test_one_epoch_matches_per_member_reference() -> None:
     r = ref.DynamicsEnsembleRef(4, 2, num_members=3, num_elites=2, hidden_dim=16).double()
     r.load_stacked([w.detach() for w in tr.model.weights], [b.detach() for b in tr.model.biases])
     opt_r = r.make_optimizer(1e-3, 1.0)
-    # the same shuffled bootstrap order as the trainer will draw
+    # the same draws as the trainer will make, turned into batches the reference code's way
     gen = torch.Generator()
     gen.set_state(tr.shuffle_gen.get_state())
-    perm = torch.argsort(torch.rand(3, tr.n_train, generator=gen), dim=1)
-    order = tr.bootstrap.gather(1, perm)
-    loss_r = r.train_epoch(tr.train_x, tr.train_y, order, opt_r, batch_size=64)
+    data_x, data_y = tr.train_x[tr.bootstrap], tr.train_y[tr.bootstrap]
+    batches = ref.reference_epoch_batches(data_x, data_y, 64, gen, mode)
+    loss_r = r.train_batches(batches, opt_r)
     loss = tr.train_epoch()
     assert loss == pytest.approx(loss_r, rel=1e-9)
     for e in range(3):
@@ -199,6 +200,82 @@ def test_one_epoch_matches_per_member_reference() -> None:
     torch.testing.assert_close(
         tr.model.max_logvar.detach(), r.max_logvar.detach(), rtol=1e-9, atol=1e-11
     )
+
+
+def test_redeal_deals_each_resample_to_one_member_every_epoch() -> None:
+    tr = _trainer(num_models=5, num_elites=2)
+    boot_sorted = tr.bootstrap.sort(dim=1).values
+    deals = []
+    for _ in range(12):
+        order = tr.epoch_order().sort(dim=1).values
+        # member i's rows are one whole resample (as a multiset), each resample dealt once
+        deal = [
+            next(k for k in range(5) if torch.equal(order[i], boot_sorted[k])) for i in range(5)
+        ]
+        assert sorted(deal) == list(range(5))
+        deals.append(tuple(deal))
+    assert len(set(deals)) > 1  # the deal changes from epoch to epoch
+    fixed = _trainer(num_models=5, num_elites=2, bootstrap="fixed")
+    for _ in range(3):
+        assert torch.equal(fixed.epoch_order().sort(dim=1).values, boot_sorted)
+
+
+def test_redeal_shares_the_row_order_and_fixed_does_not() -> None:
+    tr = _trainer(num_models=4, num_elites=2)
+    tr.bootstrap = torch.arange(tr.n_train).repeat(4, 1)  # identity resamples expose the order
+    order = tr.epoch_order()
+    assert all(torch.equal(order[i], order[0]) for i in range(4))
+    assert not torch.equal(order[0], torch.arange(tr.n_train))  # shuffled
+    tf = _trainer(num_models=4, num_elites=2, bootstrap="fixed")
+    tf.bootstrap = torch.arange(tf.n_train).repeat(4, 1)
+    order = tf.epoch_order()
+    assert not torch.equal(order[0], order[1])
+
+
+@pytest.mark.parametrize("mode, low, high", [("redeal", 0.97, 1.0), ("fixed", 0.55, 0.72)])
+def test_redeal_shows_each_member_about_all_rows(mode: str, low: float, high: float) -> None:
+    """Over 12 epochs a re-dealt member sees ~all training rows; a fixed one ~63 % (1 − 1/e)."""
+    tr = _trainer(num_models=5, num_elites=2, bootstrap=mode)
+    seen = [set() for _ in range(5)]
+    for _ in range(12):
+        order = tr.epoch_order()
+        for i in range(5):
+            seen[i].update(order[i].tolist())
+    for s in seen:
+        assert low <= len(s) / tr.n_train <= high
+
+
+@pytest.mark.parametrize("mode", ["redeal", "fixed"])
+def test_resumed_trainer_continues_exactly(mode: str) -> None:
+    """state_dict() after 2 epochs, loaded into a fresh trainer: epochs 3-4 are the same bits."""
+    a = _trainer(bootstrap=mode)
+    a.start()
+    a.run_epoch()
+    a.run_epoch()
+    state = a.state_dict()
+    b = _trainer(bootstrap=mode)
+    b.load_state_dict(state)
+    for _ in range(2):
+        ra, rb = a.run_epoch(), b.run_epoch()
+        assert ra["train_loss"] == rb["train_loss"] and ra["holdout_mse"] == rb["holdout_mse"]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    # without the shuffle stream's state the run would differ: the check can fail
+    c = _trainer(bootstrap=mode)
+    c.load_state_dict({**state, "shuffle_gen": torch.Generator().manual_seed(1).get_state()})
+    c.run_epoch()
+    d = _trainer(bootstrap=mode)
+    d.load_state_dict(state)
+    d.run_epoch()
+    assert not torch.equal(c.model.weights[0], d.model.weights[0])
+
+
+def test_saved_configs_without_bootstrap_were_fixed() -> None:
+    assert DynamicsConfig().bootstrap == "redeal"
+    old = DynamicsConfig().to_dict()
+    del old["bootstrap"]
+    assert DynamicsConfig.from_saved(old).bootstrap == "fixed"
+    assert DynamicsConfig.from_saved({**old, "bootstrap": "redeal"}).bootstrap == "redeal"
 
 
 def test_fit_restores_best_weights_and_picks_elites() -> None:
@@ -250,6 +327,14 @@ def test_trainer_is_deterministic() -> None:
         ("epochs", 0, "epochs must be a positive integer"),
         ("model_lr", -1.0, "model_lr must be"),
         ("batch_size", 0, "batch_size must be a positive integer"),
+        ("bootstrap", "shuffle", r"bootstrap must be one of \('redeal', 'fixed'\), got 'shuffle'"),
+        ("dtype", "float16", "dtype must be one of"),
+        ("log_interval", -1, "log_interval must be an integer >= 0"),
+        ("train_memory", 0, "train_memory must be a positive integer"),
+        ("fix_std", True, "fix_std True is not implemented in eor.*never uses it"),
+        ("model_free", True, "model_free True is not implemented"),
+        ("var_max", True, "var_max True is not implemented"),
+        ("logvar_head", False, "logvar_head False is not implemented.*only True"),
     ],
 )
 def test_bad_config(field: str, value: object, match: str) -> None:
@@ -281,3 +366,15 @@ def test_batches_are_each_members_rows_in_reused_buffers() -> None:
     xs, ys = tr._batch(short)
     assert xs.shape == (3, 5, tr.train_x.shape[1])
     assert torch.equal(xs, tr.train_x[short]) and torch.equal(ys, tr.train_y[short])
+
+
+def test_memory_caps_are_the_references_buffer_sizes() -> None:
+    obs, act, rew, next_obs = _synthetic()  # 600 rows: 480 train, 120 holdout
+    cfg = DynamicsConfig(num_models=2, num_elites=1, hidden_dim=8, train_memory=480, val_memory=120)
+    DynamicsTrainer(cfg, obs, act, rew, next_obs)  # exactly full is fine
+    cfg.train_memory = 479
+    with pytest.raises(ValueError, match="train_memory is 479, but the training split .* 480 rows"):
+        DynamicsTrainer(cfg, obs, act, rew, next_obs)
+    cfg.train_memory, cfg.val_memory = 480, 100
+    with pytest.raises(ValueError, match="val_memory is 100, but the holdout .* 120 rows"):
+        DynamicsTrainer(cfg, obs, act, rew, next_obs)

@@ -392,7 +392,7 @@ def train_to_dir(
             raise DynamicsLoadError(
                 f"{str(save_path)!r} was trained for env {meta['env'].get('name')!r}, not {env['name']!r}"
             )
-        config = DynamicsConfig(**json.loads((save_path / CONFIG).read_text()))
+        config = DynamicsConfig.from_saved(json.loads((save_path / CONFIG).read_text()))
         state = _load_tensor_file(save_path, meta, "train_state")
         with open(save_path / METRICS) as f:  # lines past the checkpoint were never committed
             metrics = [

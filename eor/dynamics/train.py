@@ -9,10 +9,19 @@
 Everything random comes from `config.seed` through four independent streams (split, init,
 bootstrap, per-epoch shuffles); the shuffle stream's state is part of `state_dict()`, so a
 resumed run continues exactly as an uninterrupted one would.
+
+Bootstrap (`config.bootstrap`, docs/algorithm.md §2). E with-replacement resamples of the
+training rows are drawn once. With "redeal" (the default, the reference code's procedure) every
+epoch deals the E resamples to the E members by a fresh permutation, and one row order is shared
+by all members (the reference's `DataLoader(shuffle=True)` over `[E]`-stacked rows), so over the
+epochs each member sees about all the training rows. With "fixed" member e always trains on
+resample e, each member in its own fresh row order every epoch (eor's earlier behaviour, kept
+bit for bit so that model directories written before the option resume exactly).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,12 +36,25 @@ from eor.dynamics.model import DynamicsEnsemble, TerminationFn
 from eor.dynamics.step import ClosedFormStep
 from eor.optim import FusedAdam
 
+BOOTSTRAP_MODES = ("redeal", "fixed")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# The reference's EnsembleTrainConfig switches that it defined but never read: eor accepts
+# them at their defaults only (docs/algorithm.md §4).
+UNUSED_REFERENCE_SWITCHES = {
+    "fix_std": False,
+    "model_free": False,
+    "var_max": False,
+    "logvar_head": True,
+}
+
 
 @dataclass
 class DynamicsConfig:
-    """`eor train-model` options (SPEC 4 names and defaults)."""
+    """`eor train-model` options: the reference's EnsembleTrainConfig names and defaults
+    (docs/algorithm.md §4), plus eor's own (dataset, batch_size, the stopping rule's constants,
+    bootstrap, dtype)."""
 
-    env_name: str = "halfcheetah-random-v2"
+    env_name: str = "halfcheetah-medium-v2"
     dataset: str | None = None
     seed: int = 0
     num_models: int = 7
@@ -47,10 +69,32 @@ class DynamicsConfig:
     max_epochs_since_update: int = 5
     improvement_threshold: float = 0.01
     lr_decay: float = 0.3
+    bootstrap: str = "redeal"  # "redeal" (the reference's) or "fixed"; see the module doc
+    dtype: str = "float32"  # "float64" for exact comparisons with the reference in tests
+    # The reference's logging fields: recorded in config.json. filename is the run's name;
+    # log_interval: `eor train-model` prints a progress line every log_interval epochs (0: never).
+    filename: str = "ModelBased"
+    log_interval: int = 100
+    # The reference's buffer capacities: a training split (holdout) larger than this is an error.
+    train_memory: int = 2_000_000
+    val_memory: int = 500_000
+    # Defined by the reference but never read there; only these values are accepted.
+    fix_std: bool = False
+    model_free: bool = False
+    var_max: bool = False
+    logvar_head: bool = True
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and what was expected."""
-        for name in ("num_models", "num_elites", "hidden_dim", "epochs", "batch_size"):
+        for name in (
+            "num_models",
+            "num_elites",
+            "hidden_dim",
+            "epochs",
+            "batch_size",
+            "train_memory",
+            "val_memory",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -79,9 +123,47 @@ class DynamicsConfig:
             raise ValueError(
                 f"improvement_threshold must be >= 0, got {self.improvement_threshold}"
             )
+        if self.bootstrap not in BOOTSTRAP_MODES:
+            raise ValueError(f"bootstrap must be one of {BOOTSTRAP_MODES}, got {self.bootstrap!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.log_interval, int) or self.log_interval < 0:
+            raise ValueError(f"log_interval must be an integer >= 0, got {self.log_interval!r}")
+        for name, supported in UNUSED_REFERENCE_SWITCHES.items():
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+            if value != supported:
+                raise ValueError(
+                    f"{name} {value} is not implemented in eor: the reference defines {name} "
+                    f"but never uses it; only {supported} (its default) is accepted"
+                )
+
+    def check_memory(self, n_transitions: int) -> None:
+        """The reference's buffer capacities: raise ValueError if the training split of
+        `n_transitions` rows exceeds train_memory, or the holdout exceeds val_memory."""
+        n_holdout = int(n_transitions * self.train_val_ratio)
+        n_train = n_transitions - n_holdout
+        for name, rows, part in (
+            ("train_memory", n_train, "training split"),
+            ("val_memory", n_holdout, "holdout"),
+        ):
+            cap = getattr(self, name)
+            if rows > cap:
+                raise ValueError(
+                    f"{name} is {cap}, but the {part} of this dataset has {rows} rows "
+                    f"({n_transitions} transitions, train_val_ratio {self.train_val_ratio}); "
+                    f"raise {name} to at least {rows}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> DynamicsConfig:
+        """The config of a model directory's config.json. Directories written before the
+        `bootstrap` option were trained with one fixed resample per member: "fixed"."""
+        return cls(**{"bootstrap": "fixed", **saved})
 
 
 # ----------------------------------------------------------------------------- early stopping
@@ -224,11 +306,13 @@ class DynamicsTrainer:
         config.validate()
         self.config = config
         self.device = torch.device(device)
+        dtype = DTYPES[config.dtype]
         obs_t, act_t, rew_t, next_t = (
-            torch.as_tensor(a, dtype=torch.float32) for a in (obs, act, rew, next_obs)
+            torch.as_tensor(a).to(dtype) for a in (obs, act, rew, next_obs)
         )
         _check_arrays(obs_t, act_t, rew_t, next_t)
         n, obs_dim = obs_t.shape
+        config.check_memory(n)
         act_dim = act_t.shape[1]
         inputs = torch.cat([obs_t, act_t], dim=1)  # [N, S+A]
         targets = torch.cat(
@@ -247,7 +331,7 @@ class DynamicsTrainer:
             env_name=env_name,
             termination_fn=termination_fn,
             generator=torch.Generator().manual_seed(streams["init"]),
-        )
+        ).to(dtype)  # the float32 init, upcast for float64
         # The normaliser sees all training inputs, never the holdout (SPEC 2, quirk fixed).
         self.model.normalizer.fit(inputs[train_idx])
         self.model.to(self.device)
@@ -309,11 +393,26 @@ class DynamicsTrainer:
     def holdout_mse(self) -> list[float]:
         return [float(v) for v in self.model.holdout_mse(self.holdout_x, self.holdout_y).cpu()]
 
-    def train_epoch(self) -> float:
-        """One pass over every member's bootstrap, freshly shuffled; the mean batch loss."""
+    def epoch_order(self) -> Tensor:
+        """The training rows each member visits this epoch, in order: int64 `[E, Nt]`.
+
+        Draws from the shuffle stream. "redeal": member i gets resample deal[i] (a fresh
+        permutation of the E resamples), all members in one shared row order, both drawn in
+        that order, as the reference does (its member permutation, then its DataLoader's
+        shuffle). "fixed": member e keeps resample e, each in its own row order.
+        """
         e, n = self.bootstrap.shape
+        if self.config.bootstrap == "redeal":
+            deal = torch.randperm(e, generator=self.shuffle_gen)  # [E]
+            rows = torch.randperm(n, generator=self.shuffle_gen)  # [Nt]
+            return self.bootstrap[deal][:, rows]
         perm = torch.argsort(torch.rand(e, n, generator=self.shuffle_gen), dim=1)  # [E, Nt]
-        order = self.bootstrap.gather(1, perm).to(self.device)  # [E, Nt]
+        return self.bootstrap.gather(1, perm)
+
+    def train_epoch(self) -> float:
+        """One pass over the bootstrap resamples (`epoch_order`); the mean batch loss."""
+        order = self.epoch_order().to(self.device)  # [E, Nt]
+        n = order.shape[1]
         bs = self.config.batch_size
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         batches = 0
@@ -406,12 +505,15 @@ class DynamicsTrainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs beyond what config + dataset rebuild deterministically."""
+        """Everything a resumed run needs beyond what config + dataset rebuild deterministically.
+
+        A copy: on the CPU `.cpu()` and the optimiser's state_dict alias the live tensors, and
+        a trainer loading an aliased state in the same process would share Adam's moments."""
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "stopper": self.stopper.state_dict(),
-            "best_params": [b.cpu() for b in self.best_params],
+            "best_params": [b.detach().cpu().clone() for b in self.best_params],
             "shuffle_gen": self.shuffle_gen.get_state(),
             "epoch": self.epoch,
             "done": self.done,

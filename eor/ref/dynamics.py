@@ -3,7 +3,7 @@ member as the reference code runs it, its loss, optimiser, training epoch and mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,12 +138,21 @@ class DynamicsEnsembleRef(torch.nn.Module):
         optimizer: torch.optim.Optimizer,
         batch_size: int = 256,
     ) -> float:
-        """One pass: member e visits rows `order[e]` (its bootstrap, shuffled) in batches."""
+        """One pass: member e visits rows `order[e]` in batches."""
+        batches = (
+            (x_norm[idx], target[idx])
+            for idx in order.split(batch_size, dim=1)  # [E, b] each
+        )
+        return self.train_batches(batches, optimizer)
+
+    def train_batches(
+        self, batches: Iterable[tuple[Tensor, Tensor]], optimizer: torch.optim.Optimizer
+    ) -> float:
+        """One Adam step per (x `[E, b, I]`, target `[E, b, D]`); the mean loss."""
         losses = []
-        for start in range(0, order.shape[1], batch_size):
-            idx = order[:, start : start + batch_size]  # [E, b]
-            mean, logvar = self(x_norm[idx])
-            loss = self.loss(mean, logvar, target[idx])
+        for x, y in batches:
+            mean, logvar = self(x)
+            loss = self.loss(mean, logvar, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -182,6 +191,42 @@ def dynamics_sample_ref(mean: Tensor, logvar: Tensor, noise: Tensor) -> Tensor:
     return mean + torch.exp(0.5 * logvar) * noise
 
 
+def reference_epoch_batches(
+    data_x: Tensor,
+    data_y: Tensor,
+    batch_size: int,
+    generator: torch.Generator | None,
+    bootstrap: str = "redeal",
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch's batches of the reference's training loop, literally.
+
+    data_x `[E, N, I]`, data_y `[E, N, D]`: resample e's rows (the reference's
+    EnsembleTransitionDataset, `data_X = x[idxs]` with `idxs` drawn once). "redeal": a fresh
+    permutation `perm` of the E resamples is drawn, then one row order for all members (its
+    `DataLoader(shuffle=True)`); each batch is `x_batch[:, perm]`, so member i trains on
+    resample perm[i]. "fixed" (eor's option): member e keeps resample e, each member in its
+    own row order (argsort of uniform noise). Draws from `generator` in that order, lazily: the
+    draws happen when iteration starts.
+    """
+    e, n = data_x.shape[:2]
+    if bootstrap == "redeal":
+        perm = torch.randperm(e, generator=generator)
+        rows = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            batch = rows[start : start + batch_size]
+            yield data_x[:, batch][perm], data_y[:, batch][perm]
+    elif bootstrap == "fixed":
+        order = torch.argsort(torch.rand(e, n, generator=generator), dim=1)  # [E, N]
+        for idx in order.split(batch_size, dim=1):
+            yield data_x.gather(1, _expand(idx, data_x)), data_y.gather(1, _expand(idx, data_y))
+    else:
+        raise ValueError(f"bootstrap must be 'redeal' or 'fixed', got {bootstrap!r}")
+
+
+def _expand(idx: Tensor, like: Tensor) -> Tensor:
+    return idx.unsqueeze(-1).expand(-1, -1, like.shape[-1])
+
+
 def fit_dynamics_ref(
     model: DynamicsEnsembleRef,
     train_x: Tensor,
@@ -196,16 +241,21 @@ def fit_dynamics_ref(
     l2_reg_multiplier: float = 1.0,
     generator: torch.Generator | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    bootstrap_mode: str = "redeal",
+    history: list[list[float]] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Train `epochs` epochs as the reference does, keeping each member's best weights.
+    """Train `epochs` epochs as the reference code does, keeping each member's best weights.
 
-    Inputs are normalised; `bootstrap` `[E, N]` holds each member's resampled row indices, and
-    each epoch visits them in a fresh random order (argsort of uniform noise from `generator`).
-    A member's weights are saved when its holdout MSE improves by more than 1 % (the first
-    comparison is against the untrained model) and restored at the end. No early stop, no lr
-    drop: a fixed budget, for like-for-like comparisons. Returns (final holdout MSE per member,
-    seconds per epoch including its holdout evaluation). `on_epoch(epoch)` runs after each
-    epoch, outside the timing (a benchmark interleaves the other provider's epochs there).
+    Inputs are normalised; `bootstrap` `[E, N]` holds the E resamples' row indices, drawn once
+    (the reference's EnsembleTransitionDataset). Each epoch's batches come from
+    `reference_epoch_batches` (draws from `generator`): with "redeal" (the reference's
+    procedure) the resamples are re-dealt to the members every epoch. A member's weights are
+    saved when its holdout MSE improves by more than 1 % (the first comparison is against the
+    untrained model) and restored at the end. No early stop, no lr drop: a fixed budget, for
+    like-for-like comparisons. Returns (final holdout MSE per member, seconds per epoch
+    including its holdout evaluation). `on_epoch(epoch)` runs after each epoch, outside the
+    timing (a benchmark interleaves the other provider's epochs there). `history`, if given,
+    gets each epoch's holdout MSE per member appended.
     """
     import copy
     import time
@@ -213,12 +263,15 @@ def fit_dynamics_ref(
     optimizer = model.make_optimizer(lr, l2_reg_multiplier)
     best = model.holdout_mse(holdout_x, holdout_y).tolist()
     saved = [copy.deepcopy(m.state_dict()) for m in model.member_modules()]
+    data_x, data_y = train_x[bootstrap], train_y[bootstrap]  # [E, N, I], [E, N, D]
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        perm = torch.argsort(torch.rand(bootstrap.shape, generator=generator), dim=1)
-        model.train_epoch(train_x, train_y, bootstrap.gather(1, perm), optimizer, batch_size)
+        batches = reference_epoch_batches(data_x, data_y, batch_size, generator, bootstrap_mode)
+        model.train_batches(batches, optimizer)
         mse = model.holdout_mse(holdout_x, holdout_y).tolist()
+        if history is not None:
+            history.append(mse)
         for e, member in enumerate(model.member_modules()):
             if (best[e] - mse[e]) / best[e] > 0.01:
                 best[e] = mse[e]
