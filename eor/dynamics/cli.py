@@ -1,50 +1,111 @@
-"""`eor train-model`: train the dynamics ensemble on a dataset and save it (SPEC 2, SPEC 4)."""
+"""`eor train-model`: train the dynamics ensemble on a dataset and save it (docs/algorithm.md
+§2, §4).
+
+Every field of the reference's `EnsembleTrainConfig` is an option, spelled `--a_b` (the
+reference's pyrallis name) and `--a-b`, with the reference's default and meaning; booleans take
+a value as pyrallis does (`--save_model False`, `--save_model true`) or stand alone as a flag
+(`--save_model`). eor adds --dataset, --batch_size, --bootstrap, --resume,
+--checkpoint_interval and --quiet.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from eor.dynamics.train import DynamicsConfig
+from eor.dynamics.train import BOOTSTRAP_MODES, DynamicsConfig
 
 _DEFAULTS = DynamicsConfig()
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def _opt(name: str, *extra: str, **kw):  # noqa: ANN202 - a click decorator
+def _opt(name: str, *extra: str, **kw: Any):  # noqa: ANN202 - a click decorator
     """An option spelled `--a_b` (the reference's name) and `--a-b`."""
     names = [f"--{name}"]
     if "_" in name:
         names.append(f"--{name.replace('_', '-')}")
-    return click.option(*names, *extra, name, show_default=True, **kw)
+    kw.setdefault("show_default", True)
+    return click.option(*names, *extra, name, **kw)
+
+
+def _bool_opt(name: str, default: bool, help: str, *extra: str):  # noqa: ANN202, A002
+    """A boolean: `--name False` / `--name true` (pyrallis) or a bare `--name` (True)."""
+    return _opt(
+        name,
+        *extra,
+        type=click.BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=default,
+        metavar="[True|False]",
+        help=help,
+    )
 
 
 def _resolve_device(device: str) -> str:
+    """auto, cpu, cuda or cuda:N -> a torch device string; a clear error for anything else."""
     import torch
 
+    if not _DEVICE.fullmatch(device):
+        raise click.BadParameter(
+            f"{device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'", param_hint="--device"
+        )
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter(
-            "cuda was asked for but no CUDA device is visible", param_hint="--device"
-        )
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise click.BadParameter(
+                f"{device} was asked for but no CUDA device is visible (use --device cpu)",
+                param_hint="--device",
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise click.BadParameter(
+                f"{device} was asked for but only {torch.cuda.device_count()} CUDA device(s) "
+                "are visible",
+                param_hint="--device",
+            )
     return device
 
 
 @click.command("train-model")
-@_opt("env_name", required=True, help="env or D4RL dataset name, e.g. halfcheetah-medium-v2")
+@_opt("env_name", default=_DEFAULTS.env_name, help="env or D4RL dataset name")
 @_opt(
     "dataset",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    show_default=False,
     help="a D4RL-format .hdf5/.npz file (default: find the dataset named by --env_name)",
 )
 @_opt("seed", type=int, default=_DEFAULTS.seed)
 @_opt("num_models", type=int, default=_DEFAULTS.num_models, help="ensemble size")
 @_opt("num_elites", type=int, default=_DEFAULTS.num_elites)
-@_opt("hidden_dim", type=int, default=_DEFAULTS.hidden_dim)
+@_opt("filename", default=_DEFAULTS.filename, help="the run's name (recorded in config.json)")
+@_opt(
+    "log_interval",
+    type=int,
+    default=_DEFAULTS.log_interval,
+    help="print a progress line every N epochs (0: never)",
+)
+@_opt(
+    "train_memory",
+    type=int,
+    default=_DEFAULTS.train_memory,
+    help="most training rows allowed (the reference's train buffer size)",
+)
+@_opt(
+    "val_memory",
+    type=int,
+    default=_DEFAULTS.val_memory,
+    help="most holdout rows allowed (the reference's validation buffer size)",
+)
+@_opt("train_val_ratio", type=float, default=_DEFAULTS.train_val_ratio, help="holdout fraction")
 @_opt(
     "epochs",
     "--max_epochs",
@@ -54,49 +115,54 @@ def _resolve_device(device: str) -> str:
     help="hard cap on epochs (--max_epochs is an alias, for short runs)",
 )
 @_opt("min_epochs", type=int, default=_DEFAULTS.min_epochs, help="no early stop before this epoch")
-@_opt("model_lr", type=float, default=_DEFAULTS.model_lr)
 @_opt("l2_reg_multiplier", type=float, default=_DEFAULTS.l2_reg_multiplier)
-@_opt("train_val_ratio", type=float, default=_DEFAULTS.train_val_ratio, help="holdout fraction")
-@_opt("batch_size", type=int, default=_DEFAULTS.batch_size)
+@_opt("model_lr", type=float, default=_DEFAULTS.model_lr)
+@_opt("hidden_dim", type=int, default=_DEFAULTS.hidden_dim)
+@_bool_opt("fix_std", _DEFAULTS.fix_std, "unused by the reference; only False")
+@_bool_opt("model_free", _DEFAULTS.model_free, "unused by the reference; only False")
+@_bool_opt("var_max", _DEFAULTS.var_max, "unused by the reference; only False")
+@_bool_opt("logvar_head", _DEFAULTS.logvar_head, "unused by the reference; only True")
+@_bool_opt("save_model", True, "False: train and report, write no model directory")
 @_opt(
     "save_path",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="model directory to create [default: models/<env_name>_seed<seed>]",
+    show_default=False,
+    help="model directory to create [default: trained_dynamics/<env_name>_seed<seed>]",
 )
-@_opt("device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto")
-@_opt("resume", is_flag=True, help="continue the unfinished training saved in --save_path")
+@_opt("device", default="auto", help="auto (CUDA if visible), cpu, cuda, cuda:N")
+@_opt("batch_size", type=int, default=_DEFAULTS.batch_size)
+@_opt(
+    "bootstrap",
+    type=click.Choice(BOOTSTRAP_MODES),
+    default=_DEFAULTS.bootstrap,
+    help="redeal: the E resamples are re-dealt to the members every epoch (the reference's); "
+    "fixed: one resample per member",
+)
+@_bool_opt("resume", False, "continue the unfinished training saved in --save_path")
 @_opt(
     "checkpoint_interval",
     type=float,
     default=60.0,
     help="seconds between checkpoints (0: every epoch)",
 )
-@_opt("quiet", "-q", is_flag=True, help="no progress bar and no summary")
+@_bool_opt("quiet", False, "no progress bar, log lines or summary", "-q")
 def train_model(
     env_name: str,
     dataset: Path | None,
-    seed: int,
-    num_models: int,
-    num_elites: int,
-    hidden_dim: int,
-    epochs: int,
-    min_epochs: int,
-    model_lr: float,
-    l2_reg_multiplier: float,
-    train_val_ratio: float,
-    batch_size: int,
+    save_model: bool,
     save_path: Path | None,
     device: str,
     resume: bool,
     checkpoint_interval: float,
     quiet: bool,
+    **fields: Any,
 ) -> None:
     """Train the probabilistic dynamics ensemble (7 members, 5 elites) and save it to a directory.
 
     \b
-    Example:
-      eor train-model --env_name halfcheetah-random-v2 --seed 0 --save_path models/hc
+    Example (the reference's README command):
+      eor train-model --env_name halfcheetah-medium-v2 --seed 0 --save_path models/hc
     Load it with eor.dynamics.load(DIR, env=...). Ctrl-C leaves the last checkpoint;
     continue with --resume.
     """
@@ -107,24 +173,12 @@ def train_model(
     from eor.envs import get_env
     from eor.runtime import tune_malloc
 
-    tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
     try:
         spec = get_env(env_name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--env_name") from None
     config = DynamicsConfig(
-        env_name=env_name,
-        dataset=str(dataset) if dataset is not None else None,
-        seed=seed,
-        num_models=num_models,
-        num_elites=num_elites,
-        hidden_dim=hidden_dim,
-        epochs=epochs,
-        min_epochs=min_epochs,
-        model_lr=model_lr,
-        l2_reg_multiplier=l2_reg_multiplier,
-        train_val_ratio=train_val_ratio,
-        batch_size=batch_size,
+        env_name=env_name, dataset=str(dataset) if dataset is not None else None, **fields
     )
     try:
         config.validate()
@@ -135,9 +189,14 @@ def train_model(
         raise click.BadParameter(
             f"must be >= 0, got {checkpoint_interval}", param_hint="--checkpoint_interval"
         )
+    if resume and not save_model:
+        raise click.BadParameter(
+            "--resume continues a saved run; it needs --save_model True", param_hint="--resume"
+        )
     if save_path is None:
-        save_path = Path("models") / f"{env_name}_seed{seed}"
+        save_path = Path("trained_dynamics") / f"{env_name}_seed{config.seed}"
     dev = _resolve_device(device)
+    tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
 
     try:
         ds = load_dataset(dataset if dataset is not None else env_name, env=spec)
@@ -149,11 +208,19 @@ def train_model(
         raise click.BadParameter(str(exc), param_hint="--dataset") from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--env_name") from None
+    if not resume:  # a resumed run keeps its saved config
+        try:
+            config.check_memory(len(ds))
+        except ValueError as exc:
+            field = str(exc).split(" ", 1)[0]
+            raise click.BadParameter(str(exc), param_hint=f"--{field}") from None
 
+    where = str(save_path) if save_model else "nowhere (--save_model False)"
     if not quiet:
         click.echo(
-            f"dataset {ds.name} ({len(ds)} transitions, {ds.source}); env {spec.name} "
-            f"(obs {spec.obs_dim}, act {spec.act_dim}); device {dev}; save to {save_path}",
+            f"{config.filename}: dataset {ds.name} ({len(ds)} transitions, {ds.source}); env "
+            f"{spec.name} (obs {spec.obs_dim}, act {spec.act_dim}); device {dev}; "
+            f"bootstrap {config.bootstrap}; save to {where}",
             err=True,
         )
     bar = tqdm(
@@ -163,28 +230,48 @@ def train_model(
         disable=quiet or not sys.stderr.isatty(),
         dynamic_ncols=True,
     )
+    log_every = 0 if quiet else config.log_interval
+
+    def log(trainer: Any, row: dict[str, Any]) -> None:
+        if log_every and (trainer.epoch % log_every == 0 or trainer.done):
+            best = sorted(row["holdout_mse"])[: trainer.config.num_elites]
+            bar.write(
+                f"epoch {trainer.epoch}: train loss {row['train_loss']:.5g}, holdout MSE "
+                f"({len(best)} best) {sum(best) / len(best):.5g}, last improvement at epoch "
+                f"{trainer.stopper.last_improvement()}, lr {trainer.lr:.1e}, "
+                f"{row['epoch_time']:.2f} s/epoch",
+                file=sys.stderr,
+            )
+
     t0 = time.perf_counter()
+    scratch = None if save_model else tempfile.TemporaryDirectory(prefix="eor-train-model-")
+    target = save_path if scratch is None else Path(scratch.name) / "model"
     try:
         train_to_dir(
             config,
             ds,
-            save_path,
+            target,
             device=dev,
             resume=resume,
-            checkpoint_interval=checkpoint_interval,
+            checkpoint_interval=checkpoint_interval if save_model else float("inf"),
+            on_epoch=log,
             progress=bar,
         )
+        bar.close()
+        if not quiet:
+            summary = describe(target)
+            if scratch is not None:
+                summary = "not saved (--save_model False)\n" + summary.split("\n", 1)[1]
+            click.echo(summary)
+            click.echo(f"wall time {time.perf_counter() - t0:.1f} s")
     except KeyboardInterrupt:
         bar.close()
-        click.echo(
-            f"\ninterrupted: {save_path} keeps its last checkpoint; continue with --resume",
-            err=True,
-        )
+        hint = f"{save_path} keeps its last checkpoint; continue with --resume"
+        click.echo(f"\ninterrupted: {hint if save_model else 'nothing was saved'}", err=True)
         sys.exit(130)
     except (DynamicsLoadError, FileExistsError) as exc:
         bar.close()
         raise click.BadParameter(str(exc), param_hint="--save_path") from None
-    bar.close()
-    if not quiet:
-        click.echo(describe(save_path))
-        click.echo(f"wall time {time.perf_counter() - t0:.1f} s")
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
