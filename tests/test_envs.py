@@ -38,6 +38,22 @@ def test_registry_table_matches_d4rl():
         assert (spec.ref_min_score, spec.ref_max_score) == (lo, hi)
         assert spec.gym_version == "v4"
     assert ENVS["ant"].gym_kwargs == {"use_contact_forces": True}
+    assert ENVS["ant"].contact_force_columns == (27, 111)
+    assert all(ENVS[n].contact_force_columns is None for n in ("halfcheetah", "hopper", "walker2d"))
+
+
+def test_ant_contact_force_columns_are_the_simulators_contact_forces():
+    # 13 qpos[2:] + 14 qvel, then the 14 bodies x 6 clipped cfrc_ext (D4RL's layout).
+    env = make_env("ant", seed=0)
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(30):
+        obs = env.step(rng.uniform(-1, 1, 8))[0]
+        data = env.unwrapped.data
+        np.testing.assert_array_equal(obs[:27], np.concatenate([data.qpos[2:], data.qvel]))
+        np.testing.assert_array_equal(obs[27:111], env.unwrapped.contact_forces.flat)
+        seen += np.count_nonzero(obs[27:111])
+    assert seen > 0
 
 
 @pytest.mark.parametrize("name", sorted(ENVS))
@@ -67,6 +83,38 @@ def test_make_vector_env():
     venv.close()
     with pytest.raises(ValueError, match="num_envs"):
         make_vector_env("hopper", 0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_vector_env_zeroes_contact_forces(asynchronous):
+    kw = dict(autoreset_mode="SameStep", asynchronous=asynchronous)
+    zeroed = make_vector_env("ant", 2, seed=0, zero_contact_forces=True, **kw)
+    plain = make_vector_env("ant", 2, seed=0, **kw)
+    rng = np.random.default_rng(0)
+    z, p = zeroed.reset(seed=5)[0], plain.reset(seed=5)[0]
+    forces = 0
+    for _ in range(30):
+        assert z.shape == (2, 111) and (z[:, 27:] == 0.0).all()
+        np.testing.assert_array_equal(z[:, :27], p[:, :27])
+        forces += np.count_nonzero(p[:, 27:])
+        act = rng.uniform(-1, 1, (2, 8))
+        z, p = zeroed.step(act)[0], plain.step(act)[0]
+    assert forces > 0
+    zeroed.close()
+    plain.close()
+
+
+def test_zero_contact_forces_bad_input():
+    with pytest.raises(ValueError, match="zero_contact_forces=True: hopper .* only ant"):
+        make_env("hopper", zero_contact_forces=True)
+    with pytest.raises(ValueError, match="zero_contact_forces=True: walker2d"):
+        make_vector_env("walker2d", 1, zero_contact_forces=True)
+    with pytest.raises(TypeError, match="zero_contact_forces must be a bool, got str"):
+        make_env("ant", zero_contact_forces="yes")  # type: ignore[arg-type]
+    from eor.envs.wrappers import ZeroContactForces
+
+    with pytest.raises(ValueError, match=r"columns must be \(start, stop\)"):
+        ZeroContactForces(make_env("ant"), (27, 200))
 
 
 def test_normalized_score():

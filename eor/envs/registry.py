@@ -4,7 +4,9 @@ D4RL's v2 datasets were recorded with gym's mujoco-py `*-v3` envs. gymnasium's `
 those dynamics on the official `mujoco` bindings, so they are the evaluation envs (SPEC 1).
 Ant needs `use_contact_forces=True` to give D4RL's 111-dim observations (13 qpos[2:] + 14 qvel +
 84 clipped external contact forces). Note that mujoco-py 2.x returned all-zero contact forces,
-so D4RL's ant data has zeros in those 84 columns while the v4 env reports real ones.
+so D4RL's ant data has zeros in those 84 columns while the v4 env reports real ones:
+`EnvSpec.contact_force_columns` names those columns, and `make_env(...,
+zero_contact_forces=True)` gives an env that zeroes them (docs/algorithm.md §1).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class EnvSpec:
     ref_max_score: float
     termination: str = field(repr=False)
     gym_kwargs: dict[str, Any] = field(default_factory=dict)
+    contact_force_columns: tuple[int, int] | None = None
+    """Observation columns [start, stop) holding contact forces (ant: 27..111), else None."""
 
     @property
     def gym_version(self) -> str:
@@ -99,6 +103,7 @@ ENVS: dict[str, EnvSpec] = {
         3879.7,
         "ant_termination",
         {"use_contact_forces": True},
+        contact_force_columns=(27, 111),
     ),
 }
 
@@ -168,20 +173,46 @@ def _route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(lambda msg: logger.debug("MuJoCo: %s", msg))
 
 
-def make_env(name: str | EnvSpec, seed: int | None = None, **kwargs: Any) -> Any:
+def _check_zero_contact_forces(spec: EnvSpec, zero_contact_forces: bool) -> None:
+    if not isinstance(zero_contact_forces, (bool, np.bool_)):
+        raise TypeError(
+            f"zero_contact_forces must be a bool, got {type(zero_contact_forces).__name__}"
+        )
+    if zero_contact_forces and spec.contact_force_columns is None:
+        raise ValueError(
+            f"zero_contact_forces=True: {spec.name} ({spec.gym_id}) has no contact-force "
+            "columns; only ant has them"
+        )
+
+
+def make_env(
+    name: str | EnvSpec,
+    seed: int | None = None,
+    *,
+    zero_contact_forces: bool = False,
+    **kwargs: Any,
+) -> Any:
     """A gymnasium env for `name` (env or dataset name), 1000-step time limit.
 
     With `seed`, the env is reset once with that seed (and its action space seeded), so later
     `reset()` calls continue a reproducible stream. Extra kwargs go to `gymnasium.make`.
+    zero_contact_forces: report exactly 0.0 in `spec.contact_force_columns` (ant only; for a
+    run whose dataset recorded no contact forces, see `eor.envs.wrappers.ZeroContactForces`).
     """
     import gymnasium as gym
 
     spec = get_env(name)
+    _check_zero_contact_forces(spec, zero_contact_forces)
     _route_mujoco_warnings()
     with warnings.catch_warnings():
         # We choose the v4 envs on purpose (SPEC 1); gymnasium's "out of date" notice is noise.
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         env = gym.make(spec.gym_id, **{**spec.gym_kwargs, **kwargs})
+    if zero_contact_forces:
+        from eor.envs.wrappers import ZeroContactForces
+
+        assert spec.contact_force_columns is not None  # checked above
+        env = ZeroContactForces(env, spec.contact_force_columns)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -195,21 +226,25 @@ def make_vector_env(
     *,
     asynchronous: bool = False,
     autoreset_mode: str | None = None,
+    zero_contact_forces: bool = False,
 ) -> Any:
     """A gymnasium vector env of `num_envs` copies (SyncVectorEnv, or AsyncVectorEnv).
 
     `autoreset_mode`: gymnasium's AutoresetMode value ("NextStep" default, "SameStep",
-    "Disabled"). With `seed`, env i is reset with seed + i.
+    "Disabled"). With `seed`, env i is reset with seed + i. `zero_contact_forces`: as in
+    `make_env`, for every copy.
     """
     import gymnasium as gym
 
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     spec = get_env(name)
+    _check_zero_contact_forces(spec, zero_contact_forces)
     mode = gym.vector.AutoresetMode(autoreset_mode or "NextStep")
+    zero = bool(zero_contact_forces)
 
     def thunk() -> Any:
-        return make_env(spec)
+        return make_env(spec, zero_contact_forces=zero)
 
     fns = [thunk] * num_envs
     if asynchronous:
