@@ -9,7 +9,14 @@ eor.data.collect("halfcheetah-random-v2", steps=100_000, seed=0)
 from __future__ import annotations
 
 from eor.data.collector import collect
-from eor.data.dataset import Dataset, DatasetError, qlearning_arrays, read_raw, validate_raw
+from eor.data.dataset import (
+    Dataset,
+    DatasetError,
+    contact_forces_missing,
+    qlearning_arrays,
+    read_raw,
+    validate_raw,
+)
 from eor.data.load import load_dataset, load_file, search_locations
 from eor.data.sources import d4rl_dir, eor_data_dir
 
@@ -17,6 +24,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "collect",
+    "contact_forces_missing",
     "d4rl_dir",
     "eor_data_dir",
     "load_dataset",

@@ -47,31 +47,78 @@ Policy = Callable[[np.ndarray], np.ndarray]  # obs [K, S] float32 -> actions [K,
 MAX_EPISODE_STEPS = 1000
 
 
-def _checkpoint_policy(
-    path: str | Path, spec: EnvSpec, device: str, deterministic: bool, seed: int
-) -> Policy:
-    """A numpy policy over `eor.agent.load_actor(path, device).act`, sampling with its own
-    seeded torch generator so that a collection is reproducible."""
+def _load_policy(path: str | Path, device: str) -> tuple[Any, bool]:
+    """(actor, zero_contact_forces) of a checkpoint file or run directory, read once.
+
+    Resolves and reads the file as `eor.agent.load_actor` does. zero_contact_forces is the
+    decision the training run recorded in its checkpoints (False when absent: a bare state
+    dict, or a run from before it was recorded).
+    """
     import torch
 
-    from eor.agent import load_actor
+    from eor.agent import CHECKPOINT_NAMES, actor_from_state
 
-    actor = load_actor(str(path), device=device)
+    file = Path(path)
+    if file.is_dir():
+        found = [file / name for name in CHECKPOINT_NAMES if (file / name).is_file()]
+        if not found:
+            looked = ", ".join(str(file / name) for name in CHECKPOINT_NAMES)
+            raise FileNotFoundError(f"no checkpoint in run directory {file}: looked for {looked}")
+        file = found[0]
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt or foreign file: say which
+        raise ValueError(f"could not read checkpoint {file}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {file} holds a {type(state).__name__}, expected a dict")
+    return actor_from_state(state).to(device), bool(state.get("zero_contact_forces", False))
+
+
+def _checkpoint_policy(
+    path: str | Path, spec: EnvSpec, device: str, deterministic: bool, seed: int
+) -> tuple[Policy, bool]:
+    """A numpy policy over the checkpoint's `actor.act`, sampling with its own seeded torch
+    generator so that a collection is reproducible; and whether it zeroes contact forces.
+
+    A policy trained on data without contact forces (its run recorded zero_contact_forces)
+    sees them zeroed here too, as in its evaluation; the env, and so the data written, keeps
+    the real forces.
+    """
+    import torch
+
+    actor, zero_contact_forces = _load_policy(path, device)
     dims = (getattr(actor, "obs_dim", spec.obs_dim), getattr(actor, "act_dim", spec.act_dim))
     if dims != (spec.obs_dim, spec.act_dim):
         raise ValueError(
             f"policy checkpoint {path} is for obs_dim={dims[0]}, act_dim={dims[1]}, but "
             f"{spec.name} has obs_dim={spec.obs_dim}, act_dim={spec.act_dim}"
         )
+    cols = spec.contact_force_columns if zero_contact_forces else None
+    if zero_contact_forces and cols is None:
+        raise ValueError(
+            f"policy checkpoint {path} was trained with zero_contact_forces, but {spec.name} "
+            "has no contact-force columns"
+        )
+    if cols is not None:
+        logger.info(
+            "%s: the policy's run recorded zero_contact_forces=true: its inputs get zeros in "
+            "observation columns %d:%d; the data keeps the simulator's contact forces",
+            spec.name,
+            cols[0],
+            cols[1],
+        )
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
 
     def act(obs: np.ndarray) -> np.ndarray:
+        if cols is not None:
+            obs = np.array(obs, dtype=np.float32)  # a copy: the caller's rows are the data
+            obs[:, cols[0] : cols[1]] = 0.0
         with torch.no_grad():
             a = actor.act(torch.as_tensor(obs, device=device), deterministic, generator=generator)
         return a.detach().to("cpu", torch.float32).numpy()
 
-    return act
+    return act, cols is not None
 
 
 class _PlainEnvs:
@@ -267,6 +314,7 @@ def collect(
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
 
+    policy_zero_cf = False
     if policy is None:
         policy_fn, policy_desc = None, "random"
     elif callable(policy):
@@ -278,7 +326,9 @@ def collect(
         ckpt = Path(policy).expanduser()
         if not ckpt.exists():
             raise FileNotFoundError(f"policy checkpoint {str(ckpt)!r} does not exist")
-        policy_fn = _checkpoint_policy(ckpt, spec, device, deterministic or noise > 0, seed)
+        policy_fn, policy_zero_cf = _checkpoint_policy(
+            ckpt, spec, device, deterministic or noise > 0, seed
+        )
         policy_desc = f"checkpoint:{ckpt.resolve()}"
 
     if progress is None:
@@ -302,6 +352,8 @@ def collect(
         "mujoco_version": mujoco.__version__,
         "eor_version": eor.__version__,
         "policy": policy_desc,
+        # The policy saw zeroed contact forces (its run's recorded decision); the data has real ones.
+        "policy_zero_contact_forces": bool(policy_zero_cf),
         "noise": float(noise),
         "deterministic": bool(deterministic or noise > 0) if policy is not None else False,
         "seed": int(seed),

@@ -56,6 +56,7 @@ class Dataset:
     path: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     _checksum: str | None = field(default=None, repr=False, compare=False)
+    _no_contact_forces: bool | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], **info: Any) -> Dataset:
@@ -80,6 +81,17 @@ class Dataset:
             self._checksum = sha256_file(self.path)
         return self._checksum
 
+    @property
+    def contact_forces_missing(self) -> bool:
+        """True when the recorder reported no contact forces: the env's contact-force columns
+        are 0.0 in every row of observations and next_observations (D4RL's ant data). False
+        for envs without such columns. See `contact_forces_missing`; computed once."""
+        if self._no_contact_forces is None:
+            self._no_contact_forces = contact_forces_missing(
+                self.observations, self.next_observations, self.env
+            )
+        return self._no_contact_forces
+
     def to_buffer(self, seed: int = 0) -> Any:
         """The data in an `eor.ReplayBuffer` of capacity len(self) (one copy into C++ memory)."""
         import eor
@@ -94,6 +106,37 @@ class Dataset:
             self.terminals,
             seed=seed,
         )
+
+
+def contact_forces_missing(
+    observations: np.ndarray, next_observations: np.ndarray | None, env: EnvSpec
+) -> bool:
+    """True when `env.contact_force_columns` are exactly zero in every row of both arrays.
+
+    Only an all-zero block means the recorder had no contact forces (mujoco-py 2, with which
+    D4RL's ant data was made, reported none). A real simulator reports exactly zero forces
+    too, whenever no body touches anything: in eor's own random-policy ant data about 70% of
+    the rows have all 84 columns at zero. So zero rows, however many, are ordinary data as long
+    as some row has a force; zeroing the evaluation env's forces then would hide information
+    the policy was trained to use. Envs without contact-force columns: False.
+    """
+    cols = env.contact_force_columns
+    if cols is None:
+        return False
+    start, stop = cols
+    arrays = [observations] if next_observations is None else [observations, next_observations]
+    for arr in arrays:
+        if arr.ndim != 2 or arr.shape[1] < stop:
+            raise ValueError(
+                f"observations must have shape [N, >= {stop}] for {env.name}'s contact-force "
+                f"columns {start}:{stop}, got {arr.shape}"
+            )
+        block = arr[:, start:stop]
+        # Data with real forces shows one within a few rows: look at a short head first, so
+        # that only all-zero data pays for a full pass.
+        if block[:1024].any() or block.any():
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------- raw files
