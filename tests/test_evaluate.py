@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from eor.agent.evaluate import eval_seed, evaluate
+from eor.agent.evaluate import eval_seed, evaluate, make_eval_envs
 from eor.envs import get_env, make_env
 
 
@@ -89,3 +89,37 @@ def test_bad_episode_count() -> None:
         evaluate(ObsPolicy(6, 1.0), spec, episodes=0, seed=0, device="cpu")
     with pytest.raises(ValueError, match="need 2 envs"):
         evaluate(ObsPolicy(6, 1.0), spec, episodes=2, seed=0, device="cpu", envs=[make_env(spec)])
+
+
+class ForceSpy(ObsPolicy):
+    """Records the largest |contact force| (ant columns 27:111) among its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__(8, 1.0)
+        self.max_force = 0.0
+
+    def act(self, obs: Tensor, deterministic: bool = True, generator=None) -> Tensor:  # noqa: ANN001
+        self.max_force = max(self.max_force, float(obs[:, 27:111].abs().max()))
+        return super().act(obs, deterministic)
+
+
+def test_zero_contact_forces_reach_the_policy_as_zeros() -> None:
+    spec = get_env("ant")
+    runs = {}
+    for zero in (False, True):
+        spy = ForceSpy()
+        out = evaluate(
+            spy, spec, episodes=2, seed=1, device="cpu", max_steps=40, zero_contact_forces=zero
+        )
+        runs[zero] = (spy.max_force, out["returns"])
+    assert runs[False][0] > 0 and runs[True][0] == 0.0
+    # The simulation itself is unchanged (this policy ignores columns 27 on).
+    assert runs[False][1] == runs[True][1]
+
+
+def test_make_eval_envs() -> None:
+    envs = make_eval_envs(get_env("ant"), 3, zero_contact_forces=True)
+    assert len(envs) == 3
+    assert all((env.reset(seed=0)[0][27:] == 0).all() for env in envs)
+    with pytest.raises(ValueError, match="zero_contact_forces=True: hopper"):
+        make_eval_envs(get_env("hopper"), 1, zero_contact_forces=True)

@@ -4,10 +4,15 @@
 produces the actions of all unfinished episodes. Env i is reset with seed `seed + i` at every
 evaluation, so successive evaluations of a run start from the same states and differ only
 through the policy (and two runs with the same seed evaluate identically).
+
+Ant: when the run's dataset recorded no contact forces (all-zero columns 27:111, as in D4RL's
+data), the evaluation envs zero them too (`zero_contact_forces`, decided once per run by
+`decide_zero_contact_forces` and recorded in the run's config.json; docs/algorithm.md §1).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,10 +21,58 @@ import torch
 
 from eor.agent.rollout import Policy
 
+logger = logging.getLogger("eor.agent")
+
 
 def eval_seed(run_seed: int) -> int:
     """Base seed of the evaluation envs: far from the training seeds of nearby runs."""
     return 1_000_003 * (run_seed + 1)
+
+
+def decide_zero_contact_forces(
+    env_spec: Any, *, detected: bool, recorded: bool | None = None, dataset: str = ""
+) -> bool:
+    """Whether a run's envs zero the contact forces; logs the decision in one line.
+
+    detected: the dataset's `contact_forces_missing` (all-zero contact-force columns).
+    recorded: the decision a resumed run recorded in its config.json (None for a new run, or a
+    run from before the decision was recorded); it wins over `detected`, with a warning when
+    the two differ. Envs without contact-force columns: always False, nothing logged.
+    """
+    cols = getattr(env_spec, "contact_force_columns", None)
+    if cols is None:
+        return False
+    if recorded is not None and not isinstance(recorded, bool):
+        raise TypeError(f"recorded zero_contact_forces must be a bool or None, got {recorded!r}")
+    zero = bool(detected) if recorded is None else recorded
+    where = f"dataset {dataset}" if dataset else "the dataset"
+    if recorded is not None and recorded != bool(detected):
+        logger.warning(
+            "%s: the run recorded zero_contact_forces=%s in config.json, but %s now %s; "
+            "keeping the recorded decision",
+            env_spec.name,
+            str(recorded).lower(),
+            where,
+            "has all-zero contact forces" if detected else "has nonzero contact forces",
+        )
+    if zero:
+        logger.info(
+            "%s: %s has all-zero contact forces (observation columns %d:%d, recorded without "
+            "them); the evaluation envs zero them too (zero_contact_forces=true%s)",
+            env_spec.name,
+            where,
+            cols[0],
+            cols[1],
+            ", as recorded in config.json" if recorded is not None else "",
+        )
+    return zero
+
+
+def make_eval_envs(env_spec: Any, episodes: int, *, zero_contact_forces: bool = False) -> list[Any]:
+    """One evaluation env per episode (contact forces zeroed when asked, see the module doc)."""
+    from eor.envs import make_env
+
+    return [make_env(env_spec, zero_contact_forces=zero_contact_forces) for _ in range(episodes)]
 
 
 @torch.no_grad()
@@ -32,22 +85,23 @@ def evaluate(
     device: torch.device | str,
     max_steps: int | None = None,
     envs: list[Any] | None = None,
+    zero_contact_forces: bool = False,
 ) -> dict[str, Any]:
     """Run `episodes` deterministic episodes as one batch and summarise them.
 
     env_spec: an `eor.envs.EnvSpec` (gives the envs and `normalized_score`).
     max_steps: stop episodes after this many steps (default: the env's own 1000-step limit).
     envs: reuse these envs (one per episode) instead of making new ones.
+    zero_contact_forces: make the envs with zeroed contact forces (ant; ignored with `envs`,
+    which `make_eval_envs` makes the same way).
     Returns return_mean/std, score_mean/std (D4RL normalised, x100), length_mean, eval_time,
     and the per-episode returns.
     """
-    from eor.envs import make_env
-
     if episodes < 1:
         raise ValueError(f"eval_episodes must be a positive integer, got {episodes!r}")
     start = time.perf_counter()
     if envs is None:
-        envs = [make_env(env_spec) for _ in range(episodes)]
+        envs = make_eval_envs(env_spec, episodes, zero_contact_forces=zero_contact_forces)
     if len(envs) != episodes:
         raise ValueError(f"need {episodes} envs, got {len(envs)}")
     device = torch.device(device)
