@@ -49,7 +49,7 @@ from eor.agent.checkpoint import (
     restore_rng,
 )
 from eor.agent.config import TrainAgentConfig
-from eor.agent.evaluate import eval_seed, evaluate
+from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
 from eor.agent.ravl import LOGGED_KEYS
 from eor.agent.ravl import NonFiniteLossError as LearnerNonFiniteLossError
 from eor.agent.rollout import rollout_phase
@@ -282,6 +282,9 @@ class Components:
     dataset_checksum: str | None = None
     model_info: dict[str, Any] | None = None
     """Identity of the dynamics model (from its meta.json): weights sha256, its dataset, elites."""
+    contact_forces_missing: bool = False
+    """The dataset's contact-force columns are all zero (ant; `eor.data.contact_forces_missing`):
+    the run's envs then zero them too (`Trainer.zero_contact_forces`)."""
 
 
 def build_components(config: TrainAgentConfig, device: torch.device) -> Components:
@@ -325,6 +328,7 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
         dataset_source=str(ds.source),
         dataset_checksum=ds.checksum,
         model_info=model_identity(model_dir),
+        contact_forces_missing=ds.contact_forces_missing,
     )
 
 
@@ -418,6 +422,14 @@ class Trainer:
         self.components = components or build_components(config, self.device)
         spec = self.components.env_spec
         self.env_spec = spec
+        # Ant: zero the envs' contact forces when the data has none; a resumed run keeps the
+        # decision it recorded (config.json, and every checkpoint).
+        self.zero_contact_forces = decide_zero_contact_forces(
+            spec,
+            detected=self.components.contact_forces_missing,
+            recorded=_recorded_zero_contact_forces(_checkpoint, run_dir) if resuming else None,
+            dataset=self.components.dataset_name,
+        )
         self.obs_dim, self.act_dim = int(spec.obs_dim), int(spec.act_dim)
         check_model_dims(self.components.model, spec)
         self.real_buffer = self.components.real_buffer
@@ -517,6 +529,7 @@ class Trainer:
             "num_model": self.config.num_model,
             "model_buffer_capacity": self.config.model_buffer_capacity,
             "model": self.components.model_info,
+            "zero_contact_forces": self.zero_contact_forces,
         }
 
     def _apply_determinism(self) -> None:
@@ -562,6 +575,7 @@ class Trainer:
             "env_id": self.env_spec.gym_id,
             "counters": self._counters(),
             "model_info": self.components.model_info,
+            "zero_contact_forces": self.zero_contact_forces,
             "learner": self.learner.state_dict(),
         }
         if full:
@@ -802,9 +816,9 @@ class Trainer:
     def _evaluate(self) -> None:
         cfg = self.config
         if self._eval_envs is None:
-            from eor.envs import make_env
-
-            self._eval_envs = [make_env(self.env_spec) for _ in range(cfg.eval_episodes)]
+            self._eval_envs = make_eval_envs(
+                self.env_spec, cfg.eval_episodes, zero_contact_forces=self.zero_contact_forces
+            )
         result = evaluate(
             self.learner.actor,
             self.env_spec,
@@ -873,12 +887,25 @@ class Trainer:
             "versions": versions(),
             "env_id": spec.gym_id,
             "env_version": spec.gym_id.rsplit("-", 1)[-1],
+            "zero_contact_forces": self.zero_contact_forces,
         }
 
     def _write_summary(self) -> dict[str, Any]:
         summary = self.summary()
         write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+def _recorded_zero_contact_forces(ckpt: dict[str, Any] | None, run_dir: Path) -> bool | None:
+    """The zero_contact_forces decision a run recorded: in its checkpoint, else in its
+    config.json; None for a run from before it was recorded."""
+    value = (ckpt or {}).get("zero_contact_forces")
+    if value is None:
+        try:
+            value = json.loads((run_dir / "config.json").read_text()).get("zero_contact_forces")
+        except (OSError, ValueError, AttributeError):
+            value = None
+    return None if value is None else bool(value)
 
 
 def _seed_everything(seed: int) -> None:
