@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -378,3 +381,50 @@ def test_memory_caps_are_the_references_buffer_sizes() -> None:
     cfg.train_memory, cfg.val_memory = 480, 100
     with pytest.raises(ValueError, match="val_memory is 100, but the holdout .* 120 rows"):
         DynamicsTrainer(cfg, obs, act, rew, next_obs)
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["redeal", "fixed"])
+def test_directory_resume_is_exact_and_old_directories_resume_as_fixed(
+    mode: str, tmp_path: Path
+) -> None:
+    """A crashed run resumed from its directory ends bit for bit as the uninterrupted one; a
+    directory written before the bootstrap option (no "bootstrap" and the other new fields in
+    its config.json) resumes with "fixed", the only procedure there was."""
+    from eor.data import collect, load_dataset
+    from eor.dynamics import load, train_to_dir
+
+    ds = load_dataset(
+        collect("halfcheetah-random-v2", steps=400, seed=1, out=tmp_path / "d.hdf5", progress=False)
+    )
+    cfg = {"env_name": "halfcheetah-random-v2", "num_models": 3, "num_elites": 2,
+           "hidden_dim": 8, "epochs": 4, "min_epochs": 0, "batch_size": 64}  # fmt: skip
+
+    def crash(trainer: DynamicsTrainer, row: dict) -> None:
+        if trainer.epoch == 2:
+            raise _Crash
+
+    straight = tmp_path / "straight"
+    train_to_dir(DynamicsConfig(**cfg, bootstrap=mode), ds, straight, checkpoint_interval=0)
+    run = tmp_path / "run"
+    with pytest.raises(_Crash):
+        train_to_dir(
+            DynamicsConfig(**cfg, bootstrap=mode), ds, run, checkpoint_interval=0, on_epoch=crash
+        )
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["bootstrap"] == mode
+    if mode == "fixed":  # make it look like a directory written before the option existed
+        new = ("bootstrap", "dtype", "filename", "log_interval", "train_memory", "val_memory",
+               "fix_std", "model_free", "var_max", "logvar_head")  # fmt: skip
+        (run / "config.json").write_text(
+            json.dumps({k: v for k, v in saved.items() if k not in new})
+        )
+    trainer = train_to_dir(DynamicsConfig(**cfg), ds, run, resume=True, checkpoint_interval=0)
+    assert trainer.config.bootstrap == mode
+    for a, b in zip(
+        load(run).state_dict().values(), load(straight).state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
