@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "plot": "eor.results.cli:plot",
     "report": "eor.results.cli:report",
     "train-agent": "eor.agent.cli:train_agent",
+    "convert-model": "eor.dynamics.convert_cli:convert_model",
 }
 
 

@@ -252,8 +252,14 @@ def load(
     env: an env or dataset name (or EnvSpec) the caller will use; a model made for another env,
     or with other dims, is refused. allow_unfinished: accept a directory whose training has not
     finished (its best-so-far weights). Raises DynamicsLoadError (a ValueError) with the reason.
+    A directory written by the reference code (weights.pt + data.pkl or config.pkl, no
+    meta.json) is converted on the fly (eor.dynamics.reference_format, which logs one line).
     """
     path = Path(path)
+    from eor.dynamics import reference_format
+
+    if reference_format.is_reference_dir(path):
+        return reference_format.load_reference(path, env=env, device=device)
     meta = read_meta(path)
     if not meta.get("complete") and not allow_unfinished:
         raise DynamicsLoadError(
