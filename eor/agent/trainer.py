@@ -327,24 +327,39 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
         dataset_name=str(ds.name),
         dataset_source=str(ds.source),
         dataset_checksum=ds.checksum,
-        model_info=model_identity(model_dir),
+        model_info=model_identity(model_dir, model),
         contact_forces_missing=ds.contact_forces_missing,
     )
 
 
-def model_identity(model_dir: Path) -> dict[str, Any] | None:
-    """What identifies a saved dynamics model, from its meta.json (None if unreadable)."""
+def model_identity(model_dir: Path, model: Any = None) -> dict[str, Any] | None:
+    """What identifies a saved dynamics model, from its meta.json (None if unreadable).
+
+    A model converted on the fly from the reference's format (eor.dynamics.reference_format)
+    has no meta.json: its record is the conversion's model_info ("format": "reference").
+    A directory written by `eor convert-model` adds "converted_from".
+    """
+    converted = (getattr(model, "meta", None) or {}).get("model_info")
+    if converted is not None:
+        return dict(converted)
     try:
         meta = json.loads((model_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    return {
+    identity = {
         "weights_sha256": (meta.get("sha256") or {}).get("weights"),
         "dataset": (meta.get("dataset") or {}).get("name"),
         "dataset_checksum": (meta.get("dataset") or {}).get("checksum"),
         "elites": meta.get("elites"),
         "epoch": meta.get("epoch"),
     }
+    reference = (meta.get("dataset") or {}).get("reference")
+    if reference is not None:
+        identity["converted_from"] = {
+            k: reference.get(k)
+            for k in ("format", "source_dir", "pickle", "weights_sha256", "pickle_sha256")
+        }
+    return identity
 
 
 def check_model_dims(model: Any, spec: Any, where: Any = "the dynamics model") -> None:
