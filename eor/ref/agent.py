@@ -123,11 +123,23 @@ def soft_update_ref(target: torch.nn.Module, source: torch.nn.Module, tau: float
         target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
 
 
+RAVL_STEPS: tuple[str, ...] = ("alpha", "actor", "critic", "polyak")
+"""The four steps of one RAVL update, in the reference's order (SPEC 3)."""
+
+
 class RAVLRef:
     """The reference SAC-N + EDAC update (SPEC 3 order: α, actor, critic, Polyak).
 
     All draws come from `generator`, in this order: α-step ε `[B, A]`, actor-step ε, target ε
-    (at s′), then the uniform actions of q_random_std.
+    (at s′), then, on updates with `log=True` only, the uniform actions of q_random_std (the
+    reference computes it on every update, though it logs only every `log_every`-th; eor's
+    learner computes it on log updates only, so `update(..., log=False)` skips it and its draw
+    to keep the two draw for draw in step).
+
+    step_order: for tests only: a permutation of `RAVL_STEPS` runs the four steps in that order
+        (the equivalence tests use it to show that they notice a moved step). Each step still
+        takes the ε of its own slot in the default order, so only the order of the steps
+        differs.
     """
 
     def __init__(
@@ -143,9 +155,17 @@ class RAVLRef:
         alpha_lr: float = 3e-4,
         target_entropy: float | None = None,
         generator: torch.Generator | None = None,
+        step_order: Sequence[str] = RAVL_STEPS,
     ):
         import copy
 
+        if sorted(step_order) != sorted(RAVL_STEPS):
+            raise ValueError(
+                f"step_order must be a permutation of {list(RAVL_STEPS)}, got {list(step_order)}"
+            )
+        if tuple(step_order) != RAVL_STEPS and generator is None:
+            raise ValueError("step_order other than the default needs an explicit generator")
+        self.step_order = tuple(step_order)
         self.actor = actor
         self.critic = critic
         with torch.no_grad():
@@ -162,13 +182,15 @@ class RAVLRef:
         self.alpha = self.log_alpha.exp().detach()
         self.generator = generator
 
-    def _alpha_loss(self, state: Tensor) -> Tensor:
+    def _alpha_loss(self, state: Tensor, generator: torch.Generator | None) -> Tensor:
         with torch.no_grad():
-            _, action_log_prob = self.actor(state, need_log_prob=True, generator=self.generator)
+            _, action_log_prob = self.actor(state, need_log_prob=True, generator=generator)
         return (-self.log_alpha * (action_log_prob + self.target_entropy)).mean()
 
-    def _actor_loss(self, state: Tensor) -> tuple[Tensor, float, float, float]:
-        action, action_log_prob = self.actor(state, need_log_prob=True, generator=self.generator)
+    def _actor_loss(
+        self, state: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, float, float, float]:
+        action, action_log_prob = self.actor(state, need_log_prob=True, generator=generator)
         q_value_dist = self.critic(state, action)
         q_value_min = q_value_dist.min(0).values
         q_value_std = q_value_dist.std(0).mean().item()
@@ -198,64 +220,113 @@ class RAVLRef:
         q_action_grad = (1 - masks) * q_action_grad
         return q_action_grad.sum(dim=(1, 2)).mean() / (num_critics - 1)
 
-    def _critic_target(self, reward: Tensor, next_state: Tensor, done: Tensor) -> Tensor:
+    def _critic_target(
+        self, reward: Tensor, next_state: Tensor, done: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
         """y `[B, 1]` from reward and done `[B, 1]`."""
         with torch.no_grad():
             next_action, next_action_log_prob = self.actor(
-                next_state, need_log_prob=True, generator=self.generator
+                next_state, need_log_prob=True, generator=generator
             )
             q_next = self.target_critic(next_state, next_action).min(0).values
             q_next = q_next - self.alpha * next_action_log_prob
             return reward + self.gamma * (1 - done) * q_next.unsqueeze(-1)
 
     def _critic_loss(
-        self, state: Tensor, action: Tensor, reward: Tensor, next_state: Tensor, done: Tensor
+        self,
+        state: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        next_state: Tensor,
+        done: Tensor,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        q_target = self._critic_target(reward, next_state, done)
+        q_target = self._critic_target(reward, next_state, done, generator)
         q_values = self.critic(state, action)
         critic_loss = ((q_values - q_target.view(1, -1)) ** 2).mean(dim=1).sum(dim=0)
         if self.eta == 0.0:
             return critic_loss
         return critic_loss + self.eta * self._critic_diversity_loss(state, action)
 
-    def update(self, batch: Sequence[Tensor]) -> dict[str, float]:
-        """batch: [state `[B, S]`, action `[B, A]`, reward `[B, 1]`, next_state, done `[B, 1]`]."""
+    def _slot_generators(self, shape: torch.Size, like: Tensor) -> list[torch.Generator | None]:
+        """The generators of the three policy samples (α, actor, target).
+
+        In the default order all three are `self.generator`, drawn from in turn. With another
+        `step_order`, three copies positioned where the default order's α, actor and target ε
+        start, and `self.generator` advanced past the three, as the default order leaves it.
+        """
+        if self.step_order == RAVL_STEPS or self.generator is None:
+            return [self.generator] * 3
+        copies: list[torch.Generator | None] = []
+        for _ in range(3):
+            slot = torch.Generator(device=self.generator.device)
+            slot.set_state(self.generator.get_state())
+            copies.append(slot)
+            torch.randn(shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        return copies
+
+    def update(self, batch: Sequence[Tensor], log: bool = True) -> dict[str, float]:
+        """batch: [state `[B, S]`, action `[B, A]`, reward `[B, 1]`, next_state, done `[B, 1]`].
+
+        log: False skips the logging-only q_random_std (and its draw); every other key is
+        returned either way.
+        """
         state, action, reward, next_state, done = batch
+        alpha_gen, actor_gen, target_gen = self._slot_generators(action.shape, action)
+        info: dict[str, float] = {}
 
-        alpha_loss = self._alpha_loss(state)
-        self.alpha_optimizer.zero_grad()
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-        self.alpha = self.log_alpha.exp().detach()
+        def alpha_step() -> None:
+            alpha_loss = self._alpha_loss(state, alpha_gen)
+            self.alpha_optimizer.zero_grad()
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            self.alpha = self.log_alpha.exp().detach()
+            info["alpha_loss"] = alpha_loss.item()
 
-        actor_loss, batch_entropy, q_policy_std, q_policy_mean = self._actor_loss(state)
-        self.actor_optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
-        critic_loss = self._critic_loss(state, action, reward, next_state, done)
-        self.critic_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_optimizer.step()
-
-        with torch.no_grad():
-            soft_update_ref(self.target_critic, self.critic, tau=self.tau)
-            max_action = self.actor.max_action
-            random_actions = -max_action + 2 * max_action * torch.rand(
-                action.shape, generator=self.generator, dtype=action.dtype, device=action.device
+        def actor_step() -> None:
+            actor_loss, batch_entropy, q_policy_std, q_policy_mean = self._actor_loss(
+                state, actor_gen
             )
-            q_random_std = self.critic(state, random_actions).std(0).mean().item()
+            self.actor_optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            info["actor_loss"] = actor_loss.item()
+            info["batch_entropy"] = batch_entropy
+            info["q_policy_mean"] = q_policy_mean
+            info["q_policy_std"] = q_policy_std
 
-        return {
-            "alpha_loss": alpha_loss.item(),
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "batch_entropy": batch_entropy,
-            "alpha": self.alpha.item(),
-            "q_policy_mean": q_policy_mean,
-            "q_policy_std": q_policy_std,
-            "q_random_std": q_random_std,
+        def critic_step() -> None:
+            critic_loss = self._critic_loss(state, action, reward, next_state, done, target_gen)
+            self.critic_optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic_optimizer.step()
+            info["critic_loss"] = critic_loss.item()
+
+        def polyak_step() -> None:
+            with torch.no_grad():
+                soft_update_ref(self.target_critic, self.critic, tau=self.tau)
+
+        steps = {
+            "alpha": alpha_step,
+            "actor": actor_step,
+            "critic": critic_step,
+            "polyak": polyak_step,
         }
+        for name in self.step_order:  # RAVL_STEPS unless a test moves one
+            steps[name]()
+
+        info["alpha"] = self.alpha.item()
+        if log:
+            with torch.no_grad():
+                max_action = self.actor.max_action
+                random_actions = -max_action + 2 * max_action * torch.rand(
+                    action.shape,
+                    generator=self.generator,
+                    dtype=action.dtype,
+                    device=action.device,
+                )
+                info["q_random_std"] = self.critic(state, random_actions).std(0).mean().item()
+        return info
 
 
 def sample_mixed_ref(
