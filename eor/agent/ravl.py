@@ -10,6 +10,10 @@ One `RAVL.update(batch)` does, in this order (the reference's, which EDAC's pape
                 L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div  (`eor.ops.critic_loss_grads`);
 4. Polyak:      Q̄ ← (1 − τ) Q̄ + τ Q.
 
+With `auto_alpha=False` step 1 is skipped: α stays at `alpha` (the reference's fixed-α mode),
+log α is not learned, there is no α optimiser and `update` returns no alpha_loss (the
+reference logs None).
+
 Where it departs from the reference (`eor.ref.RAVLRef`, CORL's EDAC as RAVL adapted it) for speed,
 with the same result up to rounding:
 
@@ -88,6 +92,10 @@ class RAVLConfig:
     max_action: float = 1.0
     target_entropy: float | None = None
     """H̄ of the α loss; None means −act_dim."""
+    auto_alpha: bool = True
+    """Learn α (log α initialised at 0, as the reference); False keeps α = `alpha` fixed."""
+    alpha: float = 0.1
+    """The fixed α when auto_alpha is False (ignored otherwise, as in the reference)."""
     # --- optimisation (Adam) ---
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -135,6 +143,10 @@ class RAVLConfig:
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         if self.target_entropy is not None:
             number("target_entropy")
+        if not isinstance(self.auto_alpha, (bool, np.bool_)):
+            raise ValueError(f"auto_alpha must be True or False, got {self.auto_alpha!r}")
+        if number("alpha") < 0.0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +170,8 @@ def _adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
 
 
 class RAVL:
-    """The RAVL learner: actor, critic ensemble, target critics, log α and three Adam optimisers.
+    """The RAVL learner: actor, critic ensemble, target critics, log α and three Adam optimisers
+    (two, and a constant α, with `config.auto_alpha` False).
 
     Args:
         config: the hyperparameters.
@@ -192,12 +205,19 @@ class RAVL:
         self.actor.to(self.device, dtype)
         self.critic.to(self.device, dtype)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.zeros((), device=self.device, dtype=dtype, requires_grad=True)
-        self.alpha = self.log_alpha.detach().exp()
-
         self.actor_optim = _adam(self.actor.parameters(), c.actor_lr)
         self.critic_optim = _adam(self.critic.parameters(), c.critic_lr)
-        self.alpha_optim = _adam([self.log_alpha], c.alpha_lr)
+        self.alpha_optim: torch.optim.Adam | None
+        if c.auto_alpha:
+            self.log_alpha = torch.zeros((), device=self.device, dtype=dtype, requires_grad=True)
+            self.alpha = self.log_alpha.detach().exp()
+            self.alpha_optim = _adam([self.log_alpha], c.alpha_lr)
+        else:
+            # α exactly as given (the reference keeps the tensor `alpha`, not exp(log alpha));
+            # log α only for the state dict.
+            self.alpha = torch.tensor(float(c.alpha), device=self.device, dtype=dtype)
+            self.log_alpha = self.alpha.log()
+            self.alpha_optim = None
 
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=init_gen).item()))
@@ -316,18 +336,22 @@ class RAVL:
             launch queue once per update.
 
         Returns: {} or the losses (alpha_loss, critic_loss, actor_loss) or, with log=True, every
-        key of LOGGED_KEYS, as Python floats. critic_loss includes η · L_div, as the reference's.
+        key of LOGGED_KEYS, as Python floats; without alpha_loss when α is fixed. critic_loss
+        includes η · L_div, as the reference's.
         """
         obs, act, rew, next_obs, done = self._batch_tensors(batch)
 
         # 1. α, from a fresh policy sample and without actor gradients. The actor's trunk at obs
-        # is computed once for steps 1 and 2 (the actor only changes after step 2).
+        # is computed once for steps 1 and 2 (the actor only changes after step 2). Skipped,
+        # with its draw, when α is fixed (as in the reference).
         dist = self.actor.dist_params(obs)
-        alpha_loss = self._alpha_loss(dist)
-        self.alpha_optim.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optim.step()
-        self.alpha = self.log_alpha.detach().exp()
+        alpha_loss: Tensor | None = None
+        if self.alpha_optim is not None:
+            alpha_loss = self._alpha_loss(dist)
+            self.alpha_optim.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optim.step()
+            self.alpha = self.log_alpha.detach().exp()
 
         # 2. actor, with the new α and the critics before their step.
         actor_loss, log_prob, q_policy = self._actor_loss(dist, obs)
@@ -343,19 +367,25 @@ class RAVL:
         self._polyak()
         self.num_updates += 1
 
-        losses = torch.stack([alpha_loss.detach(), critic_loss, actor_loss.detach()])
+        parts = [critic_loss, actor_loss.detach()]
+        keys: tuple[str, ...] = LOSS_KEYS
+        if alpha_loss is not None:
+            parts.insert(0, alpha_loss.detach())
+        else:
+            keys = tuple(k for k in keys if k != "alpha_loss")
+        losses = torch.stack(parts)
         if not (log or check_finite):
             self._nonfinite |= ~torch.isfinite(losses).all()
             self._unchecked_since += 1
             return {}
         if log:
             values = torch.cat([losses, self._log_stats(obs, act, log_prob, q_policy)])
-            keys: tuple[str, ...] = LOGGED_KEYS
+            keys = keys + LOGGED_KEYS[len(LOSS_KEYS) :]
         else:
-            values, keys = losses, LOSS_KEYS
+            values = losses
         host = values.tolist()  # the one device -> host transfer of this update
         out = dict(zip(keys, host, strict=True))
-        self._raise_if_bad([out[k] for k in LOSS_KEYS], out)
+        self._raise_if_bad([out[k] for k in LOSS_KEYS if k in out], out)
         return out
 
     @torch.no_grad()
@@ -451,19 +481,92 @@ class RAVL:
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: config, actor, critics, targets, log α, the three
-        optimisers, the update-time generator and the update counter."""
+        optimisers (alpha_optim None when α is fixed), the update-time generator and the update
+        counter."""
         return {
             "config": self.config.to_dict(),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optim": self.actor_optim.state_dict(),
-            "critic_optim": self.critic_optim.state_dict(),
-            "alpha_optim": self.alpha_optim.state_dict(),
+            # Copies: torch's optimiser state_dict holds the live moment tensors, and
+            # load_state_dict keeps tensors of the right dtype and device as they are, so an
+            # in-memory round trip would make two learners share (and both step) one state.
+            "actor_optim": copy.deepcopy(self.actor_optim.state_dict()),
+            "critic_optim": copy.deepcopy(self.critic_optim.state_dict()),
+            "alpha_optim": None
+            if self.alpha_optim is None
+            else copy.deepcopy(self.alpha_optim.state_dict()),
             "generator": self.generator.get_state(),
             "generator_device": self.device.type,
             "num_updates": self.num_updates,
+        }
+
+    def reference_state_dict(self) -> dict[str, Any]:
+        """The learner in the reference's `Agent.state_dict()` layout (what its `--save` wrote
+        to weights.pt), loadable by the reference's `Agent.load_state_dict`:
+
+            actor           the actor's state dict (the same parameter names as the reference's)
+            critic,         {"critic.{2l}.weight": `[N, I, O]`, "critic.{2l}.bias": `[N, 1, O]`},
+            target_critic   l = 0..3 (the reference's nn.Sequential of VectorizedLinear)
+            log_alpha       a float (log of the fixed α when auto_alpha is False)
+            actor_optim,    torch Adam state dicts, parameters in the reference's order and
+            critic_optim,   shapes (alpha_optim None when α is fixed: the reference has no α
+            alpha_optim     optimiser then, and its own save crashed there)
+
+        plus "config" (this learner's RAVLConfig as a dict), so `eor.agent.load_actor` reads
+        the file too. Tensors are cloned to the CPU.
+        """
+        weights, biases = self.critic.params(detach=True)
+        num_layers = len(weights)
+
+        def critic_layout(module: Any) -> dict[str, Tensor]:
+            ws, bs = module.params(detach=True)
+            out: dict[str, Tensor] = {}
+            for layer, (w, b) in enumerate(zip(ws, bs, strict=True)):
+                out[f"critic.{2 * layer}.weight"] = w.cpu().clone()
+                out[f"critic.{2 * layer}.bias"] = b.unsqueeze(1).cpu().clone()
+            return out
+
+        def optim_layout(
+            optim: torch.optim.Optimizer, order: list[int], shapes: list[torch.Size]
+        ) -> dict[str, Any]:
+            """optim's state dict with parameter order[i] as parameter i, shaped shapes[i]."""
+            sd = copy.deepcopy(optim.state_dict())
+            state = {}
+            for new_index, (old_index, shape) in enumerate(zip(order, shapes, strict=True)):
+                if old_index in sd["state"]:
+                    entry = sd["state"][old_index]
+                    state[new_index] = {
+                        k: (v.reshape(shape).cpu() if k != "step" else v.cpu())
+                        for k, v in entry.items()
+                    }
+            for group in sd["param_groups"]:
+                group["params"] = list(range(len(order)))
+                group["fused"] = None  # torch's default, whatever optimiser loads it
+            sd["state"] = state
+            return sd
+
+        critic_order = [i for layer in range(num_layers) for i in (layer, num_layers + layer)]
+        critic_shapes = [
+            weights[layer].shape if i < num_layers else biases[i - num_layers].unsqueeze(1).shape
+            for layer in range(num_layers)
+            for i in (layer, num_layers + layer)
+        ]
+        actor_shapes = [p.shape for p in self.actor.parameters()]
+        return {
+            "actor": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
+            "critic": critic_layout(self.critic),
+            "target_critic": critic_layout(self.target_critic),
+            "log_alpha": float(self.log_alpha.detach().item()),
+            "actor_optim": optim_layout(
+                self.actor_optim, list(range(len(actor_shapes))), actor_shapes
+            ),
+            "critic_optim": optim_layout(self.critic_optim, critic_order, critic_shapes),
+            "alpha_optim": None
+            if self.alpha_optim is None
+            else optim_layout(self.alpha_optim, [0], [torch.Size([1])]),
+            "config": self.config.to_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -475,15 +578,22 @@ class RAVL:
                     f"state_dict was saved with {name}={getattr(saved, name)}, "
                     f"this learner has {name}={getattr(self.config, name)}"
                 )
+        for name in ("auto_alpha", "alpha") if not saved.auto_alpha else ("auto_alpha",):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"state_dict was saved with {name}={getattr(saved, name)}, "
+                    f"this learner has {name}={getattr(self.config, name)}"
+                )
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
-        with torch.no_grad():
-            self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
-        self.alpha = self.log_alpha.detach().exp()
         self.actor_optim.load_state_dict(state["actor_optim"])
         self.critic_optim.load_state_dict(state["critic_optim"])
-        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        if self.alpha_optim is not None:
+            with torch.no_grad():
+                self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
+            self.alpha = self.log_alpha.detach().exp()
+            self.alpha_optim.load_state_dict(state["alpha_optim"])
         gen_state = torch.as_tensor(state["generator"]).cpu()
         if state.get("generator_device", self.device.type) == self.device.type:
             self.generator.set_state(gen_state)
