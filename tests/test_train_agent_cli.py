@@ -53,11 +53,18 @@ def test_every_option_maps_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(trainer_mod, "Trainer", FakeTrainer)
     values: dict[str, Any] = {}
     args: list[str] = []
+    bools = {  # every boolean spelling: bare flag, pyrallis values, --no-x
+        "deterministic": (["--deterministic"], True),
+        "wandb": (["--wandb", "True"], True),
+        "quiet": (["-q"], True),
+        "auto_alpha": (["--no-auto-alpha"], False),
+        "save": (["--save=yes"], True),
+    }
     for i, field in enumerate(dataclasses.fields(TrainAgentConfig)):
         name = field.name
-        if name in ("deterministic", "wandb", "quiet"):
-            args.append(f"--{name}")
-            values[name] = True
+        if name in bools:
+            args += bools[name][0]
+            values[name] = bools[name][1]
             continue
         text = field.type if isinstance(field.type, str) else field.type.__name__
         value: Any = {"int": 7 + i, "float": 0.5 + i / 100}.get(text.split(" ")[0], f"v{i}")
@@ -86,6 +93,8 @@ def test_defaults_are_spec_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (c.hidden_dim, c.num_critics, c.gamma, c.tau, c.eta) == (256, 10, 0.99, 5e-3, 1.0)
     assert (c.actor_lr, c.critic_lr, c.alpha_lr, c.batch_size) == (3e-4, 3e-4, 3e-4, 256)
     assert (c.epochs, c.updates_per_epoch, c.eval_episodes, c.eval_every) == (3000, 1000, 10, 1)
+    assert (c.seed, c.log_every, c.max_action, c.alpha, c.auto_alpha) == (42, 100, 1.0, 0.1, True)
+    assert c.target_entropy is None and c.deterministic is False and c.save is False
     assert (c.rollouts_per_epoch, c.steps_k, c.dataset_ratio) == (50_000, 5, 0.05)
     assert c.buffer_retain_epochs == 5 and c.num_real == 12 and c.num_model == 244
     assert c.wandb is False

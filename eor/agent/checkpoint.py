@@ -113,3 +113,49 @@ def buffer_from_bytes(data: bytes) -> Any:
         path = Path(tmp) / "buffer.bin"
         path.write_bytes(data)
         return eor.ReplayBuffer.load(str(path))
+
+
+# ----------------------------------------------------------------------------- --save
+def _yaml_scalar(value: Any) -> str:
+    """A YAML scalar for None, bool, int, float or str (strings double-quoted, JSON-escaped)."""
+    import json
+    import math
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def prepare_agent_save_dir(config: Any, name_expanded: str, *, resuming: bool = False) -> Path:
+    """--save: create SAVE_PATH/agent_<name_expanded> and write its config.yaml (the config
+    under the reference's field names), as the reference does at the start of a run.
+
+    A new run refuses an existing directory (the reference's mkdir(exist_ok=False)); a resumed
+    run reuses its own.
+    """
+    from eor.fileio import atomic_write
+
+    save_dir = config.agent_save_dir(name_expanded)
+    if save_dir.exists() and not resuming:
+        raise FileExistsError(
+            f"save_path: {save_dir} already exists; choose another --save_path or --name"
+        )
+    save_dir.mkdir(parents=True, exist_ok=True)
+    ref = config.reference_dict(name_expanded)
+    text = "".join(f"{k}: {_yaml_scalar(v)}\n" for k, v in ref.items())
+    atomic_write(save_dir / "config.yaml", lambda f: f.write(text), binary=False)
+    return save_dir
+
+
+def save_reference_agent(learner: Any, config: Any, name_expanded: str) -> Path:
+    """--save: write the learner's `reference_state_dict()` to
+    SAVE_PATH/agent_<name_expanded>/weights.pt (the reference's file and layout)."""
+    path = config.agent_save_dir(name_expanded) / "weights.pt"
+    atomic_torch_save(learner.reference_state_dict(), path)
+    return path

@@ -1,8 +1,16 @@
 """`eor train-agent`: train a RAVL agent on a dataset and a trained dynamics model.
 
 Every option is a `TrainAgentConfig` field, accepted with underscores (the reference scripts'
-spelling, SPEC 4) and with dashes. The options are generated from the dataclass, so the CLI
-and the config cannot drift apart.
+spelling, docs/algorithm.md §4) and with dashes, and also under the reference's field name where
+that differs (`--actor_learning_rate` is `--actor_lr`, `--deterministic_torch` is
+`--deterministic`, `--project`/`--group` are `--wandb_project`/`--wandb_group`): one click
+option per field, the other spellings its aliases. The options are generated from the
+dataclass, so the CLI and the config cannot drift apart.
+
+Booleans take a value written as pyrallis takes it (`--auto_alpha False`, `--save true`, also
+1/0, yes/no, on/off, any case) or none (`--deterministic` alone means True), and `--no-<name>`
+sets False. The reference's derived fields (env_name_short, env_type, dataset_type,
+name_expanded) are refused: the reference overwrote them, eor computes them the same way.
 """
 
 from __future__ import annotations
@@ -15,13 +23,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from eor.agent.config import TrainAgentConfig
+from eor.agent.config import DERIVED_FIELDS, REFERENCE_FIELDS, TrainAgentConfig
 
 HELP: dict[str, str] = {
     "env_name": "D4RL dataset name, e.g. halfcheetah-medium-v2 (picks env, data, score).",
     "dataset": "Dataset name or HDF5/NPZ path to train on instead of env_name's dataset.",
     "seed": "Seed of the networks, buffers, rollouts and evaluation envs.",
-    "device": "auto (CUDA if visible), cpu, cuda, cuda:1, ...",
+    "device": "auto (cuda:0 if CUDA is visible, else cpu), cpu, cuda:0, cuda:1, ...",
     "run_dir": "Output directory [default: runs/<env_name>-s<seed>-<UTC time>].",
     "epochs": "Epochs (each: rollouts, updates_per_epoch updates, evaluation).",
     "updates_per_epoch": "Gradient updates per epoch.",
@@ -31,10 +39,17 @@ HELP: dict[str, str] = {
     "checkpoint_every": "Rewrite checkpoints/latest.pt (whole state) every N epochs.",
     "save_every": "Also keep checkpoints/epoch_XXXX.pt (learner only) every N epochs; 0: never.",
     "log_every": "Write a train metrics record every N updates.",
-    "deterministic": "Bit-reproducible CPU run (deterministic algorithms, 1 thread).",
+    "deterministic": "torch.use_deterministic_algorithms, and 1 CPU thread for bit-reproducible "
+    "CPU runs.",
     "wandb": "Mirror the metrics to Weights & Biases (needs `pip install wandb`; "
-    "WANDB_MODE=offline works).",
+    "WANDB_MODE=offline works). Off by default (the reference always logged).",
     "wandb_project": "wandb project name.",
+    "wandb_group": "wandb run group.",
+    "name": "Run name: the base of name_expanded, the wandb run name and --save directory.",
+    "name_prefix": "Prefix of name_expanded ('' for none).",
+    "save": "At the end, write the reference's agent file SAVE_PATH/agent_<name_expanded>/"
+    "weights.pt (with config.yaml, written at the start).",
+    "save_path": "Parent directory of --save's agent_<name_expanded> directory.",
     "quiet": "No progress bar.",
     "batch_size": "Transitions per update.",
     "dataset_ratio": "Share of real transitions in each batch, in [0, 1].",
@@ -50,35 +65,113 @@ HELP: dict[str, str] = {
     "actor_lr": "Actor learning rate (Adam).",
     "critic_lr": "Critic learning rate (Adam).",
     "alpha_lr": "Entropy temperature learning rate (Adam).",
+    "max_action": "The actor acts in [-max_action, max_action] (rollouts and evaluation).",
+    "alpha": "Fixed entropy coefficient, used when --auto_alpha is False.",
+    "auto_alpha": "Learn the entropy coefficient (log alpha starts at 0); False: alpha fixed.",
+    "target_entropy": "Target entropy of the alpha loss [default: -action dim].",
 }
 
-FLAGS: dict[str, tuple[str, ...]] = {
-    "deterministic": ("--deterministic/--no-deterministic",),
-    "wandb": ("--wandb/--no-wandb",),
-    "quiet": ("--quiet/--no-quiet", "-q"),
-}
+ALIASES: dict[str, tuple[str, ...]] = {}
+"""TrainAgentConfig field -> the reference's other names for it (REFERENCE_FIELDS)."""
+for _ref, _ours in REFERENCE_FIELDS.items():
+    if _ref != _ours and _ours not in DERIVED_FIELDS:
+        ALIASES[_ours] = (*ALIASES.get(_ours, ()), _ref)
+
+SHORT: dict[str, tuple[str, ...]] = {"quiet": ("-q",)}
+
+BOOL_SPELLINGS = "True/False (any case), 1/0, yes/no, on/off"
+
+
+class PyrallisBool(click.ParamType):
+    """True/False as pyrallis (and click) read them: true/false, 1/0, yes/no, y/n, on/off,
+    t/f, in any case."""
+
+    name = "boolean"
+    _TRUE = frozenset({"true", "1", "yes", "y", "on", "t"})
+    _FALSE = frozenset({"false", "0", "no", "n", "off", "f"})
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in self._TRUE:
+            return True
+        if text in self._FALSE:
+            return False
+        self.fail(f"{value!r} is not a boolean: use {BOOL_SPELLINGS}", param, ctx)
+
+
+class OptionalNumber(click.ParamType):
+    """A float or int, or None (spelled None or null, as pyrallis writes it)."""
+
+    def __init__(self, base: click.ParamType) -> None:
+        self.base = base
+        self.name = f"{base.name} or None"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        return self.base.convert(value, param, ctx)
 
 
 def _click_type(annotation: Any) -> Any:
-    """click type of a dataclass field annotation ("int", "float | None", ...)."""
+    """click type of a dataclass field annotation ("int", "float | None", "bool", ...)."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     text = str(text).replace(" ", "")
+    if text == "bool":
+        return PyrallisBool()
     for name, ctype in (("int", click.INT), ("float", click.FLOAT), ("str", click.STRING)):
-        if text in (name, f"{name}|None", f"Optional[{name}]"):
+        if text == name or (name == "str" and text in ("str|None", "Optional[str]")):
             return ctype
+        if text in (f"{name}|None", f"Optional[{name}]"):
+            return OptionalNumber(ctype)
     raise TypeError(f"no click type for annotation {annotation!r}")  # pragma: no cover
 
 
+def _spellings(name: str) -> list[str]:
+    """--name and, for names with underscores, --na-me."""
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+BOOL_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(TrainAgentConfig)
+    if str(f.type) in ("bool", "<class 'bool'>")
+)
+
+
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One click option per TrainAgentConfig field, with the dataclass default."""
+    """One click option per TrainAgentConfig field, with the dataclass default; booleans also
+    get a `--no-<name>` option; the reference's derived fields get options that refuse a value."""
+    for name in reversed(DERIVED_FIELDS):
+        func = click.option(*_spellings(name), name, default=None, hidden=True)(func)
     for field in reversed(dataclasses.fields(TrainAgentConfig)):
         name = field.name
+        if name in DERIVED_FIELDS:
+            continue
         default = field.default
+        decls = [*_spellings(name)]
+        for alias in ALIASES.get(name, ()):
+            decls += _spellings(alias)
+        decls += SHORT.get(name, ())
         help_text = HELP[name]
-        if name in FLAGS:
-            option = click.option(*FLAGS[name], name, default=default, help=help_text)
+        if name in BOOL_FIELDS:
+            no_decls = [f"--no-{n}" for n in dict.fromkeys(d[2:] for d in decls if d[:2] == "--")]
+            func = click.option(*no_decls, f"no_{name}", is_flag=True, default=False, hidden=True)(
+                func
+            )
+            option = click.option(
+                *decls,
+                name,
+                type=PyrallisBool(),
+                is_flag=False,
+                flag_value=True,
+                default=default,
+                show_default=True,
+                metavar="[BOOL]",
+                help=f"{help_text} Also {decls[0]} alone (True), --no-{name} (False).",
+            )
         else:
-            decls = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
             option = click.option(
                 *decls,
                 name,
@@ -91,7 +184,40 @@ def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-EXAMPLE = """Train a RAVL agent (SPEC 3) on a dataset and a trained dynamics model.
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
+
+
+def _collect_options(
+    ctx: click.Context, options: dict[str, Any]
+) -> tuple[dict[str, Any], set[str]]:
+    """The TrainAgentConfig values from the parsed options, and the fields given on the command
+    line. Refuses the derived fields and a boolean given both as --x and --no-x."""
+    for name in DERIVED_FIELDS:
+        if options.pop(name) is not None or _given(ctx, name):
+            raise click.BadParameter(
+                "is derived, not set: the reference computes it from env_name (and name_expanded "
+                "from name_prefix, name, env_name, num_critics, eta, steps_k, dataset_ratio and a "
+                "uuid), overwriting any given value; eor computes it the same way. Set --name or "
+                "--name_prefix to change the run name.",
+                param_hint=f"--{name}",
+            )
+    given = {k for k in options if not k.startswith("no_") and _given(ctx, k)}
+    for name in BOOL_FIELDS:
+        if options.pop(f"no_{name}"):
+            if name in given:
+                raise click.BadParameter(
+                    f"given both as --{name} and --no-{name}; use one", param_hint=f"--{name}"
+                )
+            options[name] = False
+            given.add(name)
+    return options, given
+
+
+EXAMPLE = """Train a RAVL agent (docs/algorithm.md §3) on a dataset and a trained dynamics model.
 
 \b
 Example:
@@ -103,9 +229,13 @@ Example:
   eor train-agent --resume runs/hc-med-s0 --epochs 4000
 
 The run directory gets config.json, metrics.jsonl, checkpoints/latest.pt and summary.json.
-Options accept underscores (--num_critics) and dashes (--num-critics). With --resume, only
-run settings given on the command line (epochs, device, eval_*, save_every, log_every,
-wandb, quiet, deterministic) may change; the rest comes from the run's checkpoint.
+Options accept underscores (--num_critics) and dashes (--num-critics), and the reference's
+names (--actor_learning_rate, --deterministic_torch, --project, ...). Booleans: --auto_alpha
+False, --save True (also true/false, 1/0, yes/no), --deterministic alone, --no-deterministic.
+--save writes SAVE_PATH/agent_<name_expanded>/weights.pt at the end, as the reference did.
+With --resume, only run settings given on the command line (epochs, device, eval_*,
+save_every, log_every, wandb*, save*, quiet, deterministic) may change; the rest comes from
+the run's checkpoint.
 Exit status: 0 done, 1 a NaN loss (the last good checkpoint is kept), 2 bad input,
 130 interrupted by Ctrl-C (a checkpoint was saved).
 """
@@ -139,15 +269,10 @@ def train_agent(ctx: click.Context, resume: str | None, **options: Any) -> None:
 
     tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
 
+    options, given = _collect_options(ctx, options)
     try:
         if resume is not None:
-            given = {
-                k: v
-                for k, v in options.items()
-                if ctx.get_parameter_source(k)
-                in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-            }
-            trainer = Trainer.resume(resume, overrides=given)
+            trainer = Trainer.resume(resume, overrides={k: options[k] for k in given})
         else:
             trainer = Trainer(TrainAgentConfig(**options))
     except (TrainingSetupError, ValueError, FileNotFoundError) as exc:

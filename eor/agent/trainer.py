@@ -46,7 +46,9 @@ from eor.agent.checkpoint import (
     buffer_to_bytes,
     capture_rng,
     load_checkpoint,
+    prepare_agent_save_dir,
     restore_rng,
+    save_reference_agent,
 )
 from eor.agent.config import TrainAgentConfig
 from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
@@ -71,6 +73,9 @@ RESUME_OVERRIDABLE: frozenset[str] = frozenset(
         "log_every",
         "wandb",
         "wandb_project",
+        "wandb_group",
+        "save",
+        "save_path",
         "quiet",
         "deterministic",
     }
@@ -177,8 +182,9 @@ class WandbMirror:
     def __init__(self, config: dict[str, Any], run_dir: Path, run_id: str | None) -> None:
         self._wandb = import_wandb()
         self.run = self._wandb.init(
-            project=config.get("wandb_project", "eor"),
-            name=run_dir.name,
+            project=config.get("wandb_project", "RAVL"),
+            group=config.get("wandb_group"),
+            name=config.get("name_expanded") or run_dir.name,  # the reference's run name
             dir=str(run_dir),
             config=config,
             id=run_id,
@@ -468,6 +474,8 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None
         self.best_eval: dict[str, Any] | None = None
         self.wandb_id: str | None = None
+        # The reference's run name (wandb run, --save directory); a resumed run keeps its own.
+        self.name_expanded: str = config.make_name_expanded()
         metrics_offset: int | None = None
         if _checkpoint is not None:
             metrics_offset = self._restore(_checkpoint)
@@ -475,6 +483,11 @@ class Trainer:
             self.real_buffer, self.model_buffer, config.num_real, config.num_model, self.device
         )
 
+        if config.save:  # the reference's --save directory, config.yaml now, weights.pt at the end
+            try:
+                prepare_agent_save_dir(config, self.name_expanded, resuming=resuming)
+            except OSError as exc:
+                raise TrainingSetupError(f"save_path: {exc}") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         write_json(self.run_dir / "config.json", self._config_record())
@@ -578,6 +591,7 @@ class Trainer:
             "last_eval": self.last_eval,
             "best_eval": self.best_eval,
             "wandb_id": self.wandb.run_id if self.wandb else self.wandb_id,
+            "name_expanded": self.name_expanded,
         }
 
     def state(self, *, full: bool = True) -> dict[str, Any]:
@@ -659,6 +673,7 @@ class Trainer:
         self.last_eval = c["last_eval"]
         self.best_eval = c["best_eval"]
         self.wandb_id = c.get("wandb_id")
+        self.name_expanded = c.get("name_expanded") or self.name_expanded
         return int(c["metrics_offset"])
 
     # ------------------------------------------------------------------ the loop
@@ -721,13 +736,16 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         if cfg.wandb:
-            self.wandb = WandbMirror(self._config_record(), self.run_dir, self.wandb_id)
+            record = {**self._config_record(), "name_expanded": self.name_expanded}
+            self.wandb = WandbMirror(record, self.run_dir, self.wandb_id)
         pbar = self._progress_bar()
         self._status = "running"
         summary: dict[str, Any] = {}
         try:
             self._loop(pbar)
             self._status = "completed" if not self._stop_requested else "interrupted"
+            if self._status == "completed" and cfg.save:
+                save_reference_agent(self.learner, cfg, self.name_expanded)
         except KeyboardInterrupt:
             self._status = "interrupted"
             try:
