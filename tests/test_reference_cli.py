@@ -120,7 +120,7 @@ def test_every_reference_option(
     assert set(given) == set(REFERENCE_FIELDS) - derived  # the test covers every field
     args = [x for k, v in given.items() for x in (f"--{k}", str(v))]
     result = invoke(*args, "--wandb", "--dataset", str(generated["data"]), "--run_dir", str(run),
-                    "--eval_max_steps", "5", "--quiet")  # fmt: skip
+                    "--eval_max_steps", "5")  # fmt: skip
     assert result.exit_code == 0, result.output
 
     config = json.loads((run / "config.json").read_text())
@@ -138,6 +138,7 @@ def test_every_reference_option(
 
     # --save: the reference's directory, config.yaml with its field names, weights.pt.
     save_dir = saves / f"agent_{name_expanded}"
+    assert f"Saving trained agent to: {save_dir}" in result.output
     assert sorted(p.name for p in save_dir.iterdir()) == ["config.yaml", "weights.pt"]
     yaml = dict(line.split(": ", 1) for line in (save_dir / "config.yaml").read_text().splitlines())
     assert list(yaml) == list(REFERENCE_FIELDS)

@@ -198,11 +198,15 @@ def _collect_options(
     line. Refuses the derived fields and a boolean given both as --x and --no-x."""
     for name in DERIVED_FIELDS:
         if options.pop(name) is not None or _given(ctx, name):
+            source = (
+                "[name_prefix-]name-<env short>-N<num_critics>-eta<eta>-k<steps_k>"
+                "-r<dataset_ratio>--<uuid>; set --name or --name_prefix instead"
+                if name == "name_expanded"
+                else "--env_name; set --env_name instead"
+            )
             raise click.BadParameter(
-                "is derived, not set: the reference computes it from env_name (and name_expanded "
-                "from name_prefix, name, env_name, num_critics, eta, steps_k, dataset_ratio and a "
-                "uuid), overwriting any given value; eor computes it the same way. Set --name or "
-                "--name_prefix to change the run name.",
+                f"is derived, not set: the reference computes it (overwriting a given value), "
+                f"and so does eor, from {source}",
                 param_hint=f"--{name}",
             )
     given = {k for k in options if not k.startswith("no_") and _given(ctx, k)}
@@ -286,6 +290,9 @@ def train_agent(ctx: click.Context, resume: str | None, **options: Any) -> None:
             f"run dir {trainer.run_dir}",
             err=True,
         )
+        if trainer.config.save:
+            save_dir = trainer.config.agent_save_dir(trainer.name_expanded)
+            click.echo(f"Saving trained agent to: {save_dir} (weights.pt at the end)", err=True)
     try:
         summary = trainer.train()
     except NonFiniteLossError as exc:

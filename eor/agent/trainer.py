@@ -100,7 +100,10 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as exc:
         raise TrainingSetupError(f"device: not a torch device: {device!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingSetupError(f"device {device!r} requested but CUDA is not available")
+        raise TrainingSetupError(
+            f"device {device!r} requested but CUDA is not available here; use --device cpu "
+            "(or auto: CUDA when visible, else the CPU)"
+        )
     return dev
 
 
