@@ -196,6 +196,23 @@ def test_load_logs_one_line_and_records_model_info(
     json.dumps(info)  # recorded in config.json
 
 
+@pytest.mark.gpu
+def test_load_on_cuda_matches_cpu(saved: SavedReference) -> None:
+    cpu, gpu = eor.dynamics.load(saved.path), eor.dynamics.load(saved.path, device="cuda")
+    assert gpu.device.type == "cuda" and gpu.elites.tolist() == cpu.elites.tolist() == [1, 2]
+    np.testing.assert_allclose(
+        gpu.meta["model_info"]["validation_mse"],
+        cpu.meta["model_info"]["validation_mse"],
+        rtol=1e-9,
+    )
+    obs, act = random_inputs(saved)
+    for a, b in zip(gpu.predict(obs.cuda(), act.cuda()), cpu.predict(obs, act), strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-5)
+    gpu._termination_fn = lambda x: torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    next_obs, reward, done = gpu.step(obs.cuda(), act.cuda())
+    assert next_obs.shape == (37, 4) and reward.shape == (37,) and done.device.type == "cuda"
+
+
 def test_env_mismatch_is_refused(saved: SavedReference) -> None:
     with pytest.raises(ReferenceFormatError, match="for env 'halfcheetah'.*'hopper' was asked"):
         eor.dynamics.load(saved.path, env="hopper")

@@ -66,6 +66,9 @@ The conversion (docs/algorithm.md §2)
   `model_info["elite_boundary_gap"]` say so. Note that this buffer is the reference's first
   random split, not the set that its training monitored (it re-splits before training), and the
   pickled `validation_performance` is that other set's loss: recorded, never compared.
+  The float64 pass costs about 40 s on a 2-core CPU for 200k validation rows and 7 members of
+  width 200 (it runs on the load's device), at every on-the-fly load: `eor convert-model`
+  pays it once.
   Without a usable validation buffer (empty, or not numpy), the elites must be given
   (`eor convert-model --elites`); eor never guesses them.
 - The step: the reference's sample is `obs + mean_Δ + std·ε` for the obs columns and
@@ -83,7 +86,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -130,7 +133,8 @@ class _StandIn:
         self.state = state
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.state.get(key, default)
+        # Unpickling makes the object with __new__ (no __init__); an empty state has no BUILD.
+        return getattr(self, "state", {}).get(key, default)
 
 
 class MeanStdevFilterState(_StandIn):
@@ -256,9 +260,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def restricted_load(data: bytes) -> Any:
-    """Unpickle `data` with the restricted table (see the module doc)."""
-    return _RestrictedUnpickler(io.BytesIO(data)).load()
+def restricted_load(data: bytes | BinaryIO) -> Any:
+    """Unpickle `data` (bytes or a binary file) with the restricted table (see the module doc)."""
+    return _RestrictedUnpickler(io.BytesIO(data) if isinstance(data, bytes) else data).load()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -393,8 +397,8 @@ def read_reference_dir(path: str | Path) -> ReferenceModel:
 
 def _read_pickle(pkl: Path) -> dict[str, Any]:
     try:
-        raw = pkl.read_bytes()
-        data = restricted_load(raw)
+        with open(pkl, "rb") as f:  # streamed: the pickle holds both buffers (~0.4 GB)
+            data = restricted_load(f)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{str(pkl)!r} was not read: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt: any failure
