@@ -410,6 +410,9 @@ def test_convert_model_cli_errors(saved: SavedReference, tmp_path: Path) -> None
         main, ["convert-model", str(saved.path), str(tmp_path / "o"), "--elites", "x"]
     )
     assert bad.exit_code == 2 and "--elites" in bad.output
+    convert_dir(save_reference_model(tmp_path / "ok").path, tmp_path / "eor_dir")
+    twice = runner.invoke(main, ["convert-model", str(tmp_path / "eor_dir"), str(tmp_path / "o")])
+    assert twice.exit_code == 2 and "is not a reference model directory" in twice.output
     help_text = runner.invoke(main, ["convert-model", "--help"]).output
     assert "Example" in help_text and "eor convert-model" in help_text
 
