@@ -29,6 +29,7 @@ from eor.agent.trainer import (
     NonFiniteLossError,
     Trainer,
     TrainingSetupError,
+    evaluates_after,
 )
 from eor.dynamics import DynamicsEnsemble
 from eor.envs import get_env
@@ -502,3 +503,28 @@ def test_stop_during_evaluation_checkpoints_the_finished_epoch(tmp_path: Path) -
     assert trainer.train()["status"] == "interrupted"
     c = load_checkpoint(tmp_path / "e")["counters"]
     assert (c["epochs_done"], c["epoch_updates"], c["rollout_done"]) == (1, 0, False)
+
+
+@pytest.mark.parametrize(
+    ("eval_every", "epochs", "expected"),
+    [
+        (1, 4, [1, 2, 3, 4]),
+        (2, 5, [1, 3, 5]),  # the reference's `epoch % eval_every == 0` on a 0-based epoch
+        (3, 5, [1, 4, 5]),  # ... and always the last epoch
+        (0, 3, [3]),  # only the last
+    ],
+)
+def test_evaluation_epochs_follow_the_reference(
+    eval_every: int, epochs: int, expected: list[int]
+) -> None:
+    assert [e for e in range(1, epochs + 1) if evaluates_after(e, eval_every, epochs)] == expected
+
+
+def test_run_evaluates_on_the_reference_schedule(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    Trainer(
+        small_config(run, epochs=3, updates_per_epoch=4, eval_every=2),
+        components=make_components(),
+    ).train()
+    evals = [r["epoch"] for r in read_metrics(run) if r["kind"] == "eval"]
+    assert evals == [1, 3]

@@ -33,7 +33,8 @@ HELP: dict[str, str] = {
     "run_dir": "Output directory [default: runs/<env_name>-s<seed>-<UTC time>].",
     "epochs": "Epochs (each: rollouts, updates_per_epoch updates, evaluation).",
     "updates_per_epoch": "Gradient updates per epoch.",
-    "eval_every": "Evaluate every N epochs (and after the last); 0: only after the last.",
+    "eval_every": "Evaluate after epochs 1, N+1, 2N+1, ... (as the reference) and after the last; "
+    "0: only after the last.",
     "eval_episodes": "Deterministic evaluation episodes, run as one batch of envs.",
     "eval_max_steps": "Cap evaluation episodes at N steps [default: the env's 1000].",
     "checkpoint_every": "Rewrite checkpoints/latest.pt (whole state) every N epochs.",

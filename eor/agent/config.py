@@ -47,7 +47,8 @@ class TrainAgentConfig:
     epochs: int = 3000
     updates_per_epoch: int = 1000
     eval_every: int = 1
-    """Evaluate every this many epochs (and always after the last epoch); 0 = only at the end."""
+    """Evaluate after epochs 1, N+1, 2N+1, ... as the reference does, and always after the last
+    epoch; 0 = only at the end."""
     eval_episodes: int = 10
     eval_max_steps: int | None = None
     """Cap on evaluation episode length (default: the env's 1000-step limit); for quick tests."""

@@ -837,8 +837,7 @@ class Trainer:
                     self._postfix(pbar, values)
                     update_time, updates_since_log = 0.0, 0
             self.learner.raise_if_nonfinite()
-            epoch = self.epochs_done + 1
-            if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
+            if evaluates_after(self.epochs_done + 1, cfg.eval_every, cfg.epochs):
                 self._evaluate()
             self.epochs_done += 1
             self.epoch_updates = 0
@@ -942,6 +941,13 @@ def _recorded_zero_contact_forces(ckpt: dict[str, Any] | None, run_dir: Path) ->
         except (OSError, ValueError, AttributeError):
             value = None
     return None if value is None else bool(value)
+
+
+def evaluates_after(epoch: int, eval_every: int, epochs: int) -> bool:
+    """Whether the run evaluates after (1-based) `epoch`: as the reference (`epoch % eval_every
+    == 0` on its 0-based epoch), after the 1st, (eval_every + 1)-th, (2·eval_every + 1)-th, ...
+    epoch, and always after the last; eval_every 0 evaluates only after the last."""
+    return bool(eval_every and (epoch - 1) % eval_every == 0) or epoch == epochs
 
 
 def _seed_everything(seed: int) -> None:
