@@ -203,6 +203,21 @@ def test_seeds_sorted_numerically(tmp_path: Path) -> None:
     assert group.seeds == [2, 10]
 
 
+def test_run_names_and_saving_do_not_split_seeds(tmp_path: Path) -> None:
+    changes = [
+        {"wandb_group": "a", "name": "ravl", "name_prefix": "", "save": False},
+        {"wandb_group": "b", "name": "try2", "name_prefix": "x", "save": True},
+    ]
+    dirs = []
+    for i, (src, change) in enumerate(zip((ETA1_S0, ETA1_S1), changes, strict=True)):
+        d = copy_run(src, tmp_path / f"r{i}")
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, **change}))
+        dirs.append(d)
+    (group,) = group_runs(load_runs(dirs))
+    assert group.seeds == [0, 1]
+
+
 def test_dataset_given_as_a_path_groups_by_name(tmp_path: Path) -> None:
     dirs = []
     for i, (src, path) in enumerate([(ETA1_S0, "/data/hc.hdf5"), (ETA1_S1, "/mnt/x/hc.hdf5")]):

@@ -48,6 +48,10 @@ NON_GROUPING_FIELDS: frozenset[str] = frozenset(
         "resume",
         "wandb",
         "wandb_project",
+        "wandb_group",
+        "name",  # the reference's run name and prefix (wandb, the --save folder)
+        "name_prefix",
+        "save",
         "wandb_entity",
         "wandb_mode",
         "resolved_device",
