@@ -11,6 +11,7 @@ import importlib
 import click
 
 from eor import __version__
+from eor.logs import show_logs
 
 # name -> "module:attribute" of a click command. One line per command.
 _COMMANDS: dict[str, str] = {
@@ -52,6 +53,7 @@ def main() -> None:
       eor plot runs/hc --out hc.png
       eor report runs/*
     """
+    show_logs()
 
 
 def _version_of(module: str) -> str:

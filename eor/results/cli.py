@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eor.logs import show_logs
 from eor.results.report import FORMATS
 from eor.results.runs import Group, RunDirError, find_run_dirs, group_runs, load_run
 
@@ -15,26 +16,9 @@ _RUN_DIRS = click.argument(
 )
 
 
-class _ClickWarnings(logging.Handler):
-    """Logged warnings (e.g. a truncated metrics line) to stderr, looked up at each message so
-    that it follows click's (and click's test runner's) current stream."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {record.getMessage()}", err=True)
-
-
-def _show_warnings() -> None:
-    logger = logging.getLogger("eor.results")
-    if not any(isinstance(h, _ClickWarnings) for h in logger.handlers):
-        handler = _ClickWarnings(logging.WARNING)
-        logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-
-
 def _load_groups(run_dirs: tuple[Path, ...]) -> tuple[list[Path], list[Group]]:
     """Run directories at or below the arguments, read and grouped; errors as BadParameter."""
-    _show_warnings()
+    show_logs(logging.WARNING, "eor.results")
     try:
         dirs = find_run_dirs(run_dirs)
         runs = [load_run(d) for d in dirs]
