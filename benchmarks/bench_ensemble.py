@@ -160,7 +160,7 @@ def _rollout_case(device: torch.device, quick: bool) -> tuple[list[dict[str, Any
     min_lv = torch.full((d,), -10.0, device=device)
     x = torch.randn(n, s + a, device=device)
     elite_ids = torch.arange(elites, device=device)
-    # SPEC 2: one elite per transition, uniformly at random.
+    # docs/algorithm.md §2: one elite per transition, uniformly at random.
     members = elite_ids[torch.randint(0, elites, (n,), device=device)]
 
     def full_ref() -> Any:

@@ -4,7 +4,7 @@ double-backward reference `eor.ref.critic_loss_ref`, forward + backward, on this
 Imported by `bench_ensemble.py` (which merges `run()` into results/ensemble.json); also runnable
 alone: `python benchmarks/ensemble_critic.py [--quick]` writes results/ensemble_critic.json.
 
-Cases (batch 256, hidden 256, halfcheetah S=17, A=6, SPEC 3 init, eta = 1):
+Cases (batch 256, hidden 256, halfcheetah S=17, A=6, docs/algorithm.md §3 init, eta = 1):
 - critic_update_n10 / _n50: L = Σ_i mean_b (Q_i − y)² + η·L_div and every weight/bias gradient;
 - diversity_n10: L_div alone, value and gradient (`eor.ops.diversity_loss` against
   `eor.ref.diversity_loss_ref`).
@@ -33,7 +33,7 @@ OBS_DIM, ACT_DIM, HIDDEN, BATCH = 17, 6, 256, 256
 
 
 def _critics(n: int, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """SPEC 3 critic init: U(±1/√fan_in) weights, biases 0.1, last layer U(±3e-3)."""
+    """docs/algorithm.md §3 critic init: U(±1/√fan_in) weights, biases 0.1, last layer U(±3e-3)."""
     gen = torch.Generator().manual_seed(seed)
     dims = [OBS_DIM + ACT_DIM, HIDDEN, HIDDEN, HIDDEN, 1]
     weights, biases = [], []

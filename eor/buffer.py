@@ -129,7 +129,7 @@ class ReplayBuffer(_core.ReplayBufferCore):
     ) -> Batch:
         """Draw `batch_size` transitions uniformly at random.
 
-        Distinct slots within the batch (SPEC: "samples are distinct within a batch"), in
+        Distinct slots within the batch (docs/algorithm.md §3: "samples are distinct within a batch"), in
         uniformly random order, unless `replace=True`. Returns
         `{"obs": [B, S], "act": [B, A], "rew": [B], "next_obs": [B, S], "done": [B]}`, float32.
         With `out` (a mapping with those keys holding writeable C-contiguous float32 arrays of

@@ -16,7 +16,7 @@ With the ReLU masks m_l = 1[pre_l > 0] (= 1[h_l > 0]) the input gradient of Σ_b
 
 and v = ∇ₐq = δ1 W1aᵀ `[N, B, A]`, W1a = W1[:, S:, :] `[N, A, H1]` (the action rows).
 
-Diversity (SPEC 3): g_i = v_i / (‖v_i‖ + 1e-10) and, with Σ_g = Σ_i g_i `[B, A]`,
+Diversity (docs/algorithm.md §3): g_i = v_i / (‖v_i‖ + 1e-10) and, with Σ_g = Σ_i g_i `[B, A]`,
 
     L_div = mean_b Σ_{i≠j} ⟨g_i, g_j⟩ / (N − 1) = mean_b (‖Σ_g‖² − Σ_i ‖g_i‖²) / (N − 1),
     U_i = ∂L/∂g_i = 2 (Σ_g − g_i) / (B (N − 1)),
@@ -31,7 +31,7 @@ gradient and every bias gradient of L_div is exactly 0):
 
 The last identity avoids the GEMM e2 W3: both dW3 and dw4 come from M = e2ᵀ m3 `[N, H2, H3]`.
 
-TD (SPEC 3): L_td = Σ_i mean_b (q_i − y)², dq = 2 (q − y) / B `[N, B]`. Its backward deltas are
+TD (docs/algorithm.md §3): L_td = Σ_i mean_b (q_i − y)², dq = 2 (q − y) / B `[N, B]`. Its backward deltas are
 dq ⊙ δ_l, the same δ's, so one forward and one δ chain serve both terms, and each weight
 gradient of L = L_td + η L_div is ONE batched GEMM of a combined left factor:
 

@@ -439,7 +439,7 @@ def _mlp_torch(
 
 
 def _bound_logvar_torch(raw: Tensor, max_logvar: Tensor, min_logvar: Tensor) -> Tensor:
-    """SPEC 2: lv = max − softplus(max − raw); lv = min + softplus(lv − min)."""
+    """docs/algorithm.md §2: lv = max − softplus(max − raw); lv = min + softplus(lv − min)."""
     lv = max_logvar - F.softplus(max_logvar - raw)
     return F.softplus(lv.sub_(min_logvar)).add_(min_logvar)
 
@@ -766,7 +766,7 @@ def gaussian_ensemble_forward(
 ) -> tuple[Tensor, Tensor]:
     """Inference-only dynamics forward, (mean, logvar), each `[E, B, D]` or `[B, D]` with
     `members`. The head has width 2·D: first D outputs are the mean, last D the raw log-variance,
-    bounded as in SPEC 2 with max_logvar, min_logvar `[D]`:
+    bounded as in docs/algorithm.md §2 with max_logvar, min_logvar `[D]`:
     lv = max − softplus(max − raw); lv = min + softplus(lv − min).
     """
     _check_mlp(x, weights, biases, activation, members, None)
@@ -862,7 +862,7 @@ def critic_loss(
     biases: Sequence[Tensor],
     eta: float,
 ) -> CriticLoss:
-    """RAVL critic loss L = Σ_i mean_b (Q_i(s, a) − y)² + η·L_div for N ReLU critics (SPEC 3).
+    """RAVL critic loss L = Σ_i mean_b (Q_i(s, a) − y)² + η·L_div for N ReLU critics (docs/algorithm.md §3).
 
     obs `[B, S]`, act `[B, A]`, target `[B]` (no gradient flows to any of them);
     weights `[W1 [N, S+A, H1], W2 [N, H1, H2], W3 [N, H2, H3], W4 [N, H3, 1]]`, biases

@@ -15,7 +15,7 @@ rows through the sort permutation and writes them back in place, so no copy of x
 output is permuted on the host.
 
 BOUND (constexpr): the dynamics head of width 2·D is split into mean (first D) and
-log-variance (last D), bounded as in SPEC 2 before the store:
+log-variance (last D), bounded as in docs/algorithm.md §2 before the store:
     lv = max − softplus(max − raw);  lv = min + softplus(lv − min).
 
 Registers, not shared memory, hold h (`[BLOCK_M, H_P]`, H_P = next power of two ≥ H). A
@@ -467,7 +467,7 @@ def gaussian_ensemble_fwd(
     *,
     members: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Dynamics forward with the SPEC 2 log-variance bounding fused into the head's store.
+    """Dynamics forward with the docs/algorithm.md §2 log-variance bounding fused into the head's store.
     Returns (mean, logvar), each `[E, B, D]`, or `[B, D]` with members; max/min_logvar `[D]`."""
     if not fused_supported(weights):
         out = _layerwise(x, weights, biases, activation, members, None)

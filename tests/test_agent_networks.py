@@ -1,4 +1,4 @@
-"""RAVL networks (SPEC 3): initialisation, the tanh-Gaussian log-probability, clipping, shapes."""
+"""RAVL networks (docs/algorithm.md §3): initialisation, the tanh-Gaussian log-probability, clipping, shapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RAVL update (SPEC 3) against the plain autograd reference `eor.ref.RAVLRef` and by hand."""
+"""The RAVL update (docs/algorithm.md §3) against the plain autograd reference `eor.ref.RAVLRef` and by hand."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def test_one_update_matches_reference_float64(eta: float) -> None:
 
 
 def test_one_update_matches_reference_float32_real_sizes() -> None:
-    """SPEC sizes (H 256, N 10, halfcheetah dims), float32: to 2e-4 of each tensor's scale."""
+    """Default sizes (H 256, N 10, halfcheetah dims), float32: to 2e-4 of each tensor's scale."""
     cfg = RAVLConfig(obs_dim=17, act_dim=6)
     learner = RAVL(cfg, seed=4)
     ref = _reference_of(learner)

@@ -39,7 +39,7 @@ def _check_episode_structure(raw: dict[str, np.ndarray], env: str) -> None:
     lengths = np.diff(np.concatenate([[-1], last]))
     assert lengths.max() <= 1000
     np.testing.assert_array_equal(lengths[tout[last]], 1000)
-    # The terminal flags the simulator gave agree with SPEC 3's termination function.
+    # The terminal flags the simulator gave agree with docs/algorithm.md §3's termination function.
     done = get_env(env).termination_fn(torch.from_numpy(nxt)).numpy()
     np.testing.assert_array_equal(done, term)
     assert np.isfinite(obs).all() and np.isfinite(raw["rewards"]).all()
@@ -82,7 +82,7 @@ def test_collect_halfcheetah_timeouts_at_1000(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(raw["timeouts"]), [999, 1999])
     assert not raw["terminals"].any()
     _check_episode_structure(raw, "halfcheetah")
-    assert len(load_dataset(path)) == 1998  # both timeout rows dropped (SPEC 1)
+    assert len(load_dataset(path)) == 1998  # both timeout rows dropped (docs/algorithm.md §1)
 
 
 def test_collect_walker2d_two_vector_envs(tmp_path):

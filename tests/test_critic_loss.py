@@ -35,7 +35,7 @@ def make_critics(
     dtype: torch.dtype = torch.float64,
     spec_init: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
-    """Random critics (leaf tensors requiring grad) and a batch. spec_init: SPEC 3's init
+    """Random critics (leaf tensors requiring grad) and a batch. spec_init: docs/algorithm.md §3's init
     (kaiming-uniform(a=√5) ⇒ U(±1/√fan_in), biases 0.1, last layer U(±3e-3))."""
     dims = [s + a, h, h, h, 1]
     weights, biases = [], []
@@ -145,7 +145,7 @@ def test_zero_head_weights_match_autograd(with_target, zero_head) -> None:
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_float32_to_rounding(eta) -> None:
-    """float32 closed form vs the float64 reference, at SPEC 3's init and halfcheetah dims."""
+    """float32 closed form vs the float64 reference, at docs/algorithm.md §3's init and halfcheetah dims."""
     obs, act, target, weights, biases = make_critics(5, 17, 6, 64, 48, spec_init=True)
     params64 = weights + biases
     expected = ref.critic_loss_ref(obs, act, target, weights, biases, eta)

@@ -1,4 +1,4 @@
-"""eor.data loading: SPEC 1 Q-learning form, validation errors, resolution order, buffer."""
+"""eor.data loading: docs/algorithm.md §1 Q-learning form, validation errors, resolution order, buffer."""
 
 from __future__ import annotations
 

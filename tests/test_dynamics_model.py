@@ -1,4 +1,4 @@
-"""SPEC 2 pieces of the dynamics ensemble: init, bounds, loss, weight decay, normaliser, step."""
+"""docs/algorithm.md §2 pieces of the dynamics ensemble: init, bounds, loss, weight decay, normaliser, step."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def test_step_matches_full_forward_with_same_choices_and_noise() -> None:
     g = torch.Generator().manual_seed(5)
     members = model.elites[torch.randint(5, (n,), generator=g)]
     noise = torch.randn(n, S + 1, generator=g)
-    # Full-forward path of SPEC 2: every member predicts and samples; member members[b]'s noise
+    # Full-forward path of docs/algorithm.md §2: every member predicts and samples; member members[b]'s noise
     # at row b is the noise the gathered path drew for row b.
     full_noise = torch.randn(7, n, S + 1)
     full_noise[members, torch.arange(n)] = noise

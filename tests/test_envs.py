@@ -1,4 +1,4 @@
-"""eor.envs: registry table, dataset names, normalised score, SPEC 3 termination functions."""
+"""eor.envs: registry table, dataset names, normalised score, docs/algorithm.md §3 termination functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The rollout phase (SPEC 3): which transitions reach the model buffer, and the phase's metrics.
+"""The rollout phase (docs/algorithm.md §3): which transitions reach the model buffer, and the phase's metrics.
 
 A hand-made dynamics model makes every outcome computable by hand: the next state adds 1 to
 every coordinate, the reward is obs[0], a rollout terminates once next_obs[0] >= its threshold,

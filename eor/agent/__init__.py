@@ -1,4 +1,4 @@
-"""RAVL agent (SPEC 3): networks, the learner and loading a trained actor.
+"""RAVL agent (docs/algorithm.md §3): networks, the learner and loading a trained actor.
 
 learner = RAVL(RAVLConfig(obs_dim=17, act_dim=6), device="cuda", seed=0)
 metrics = learner.update(batch, log=True)

@@ -1,4 +1,4 @@
-"""Evaluation of the deterministic policy in the real gymnasium env (SPEC 3).
+"""Evaluation of the deterministic policy in the real gymnasium env (docs/algorithm.md §3).
 
 `eval_episodes` episodes run side by side, one env each: at every step one actor forward
 produces the actions of all unfinished episodes. Env i is reset with seed `seed + i` at every

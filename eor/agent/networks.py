@@ -1,4 +1,4 @@
-"""RAVL's networks (SPEC 3): the tanh-Gaussian actor and the vectorised critic ensemble.
+"""RAVL's networks (docs/algorithm.md §3): the tanh-Gaussian actor and the vectorised critic ensemble.
 
 Both follow the reference (CORL's EDAC, which RAVL adapts) in architecture, initialisation and
 state-dict layout where that is possible:
@@ -36,7 +36,7 @@ class Actor(nn.Module):
         log π = Σ_k [log N(u_k; μ_k, σ_k) − log(1 − tanh(u_k)² + 1e-6)].
 
     As in the reference, the log-density is that of tanh(u) (the max_action scale is not
-    corrected for; it is 1 for every SPEC env).
+    corrected for; it is 1 for every env eor supports).
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class Actor(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """SPEC 3 init: trunk weights as nn.Linear (kaiming-uniform a=√5, bound 1/√fan_in),
+        """docs/algorithm.md §3 init: trunk weights as nn.Linear (kaiming-uniform a=√5, bound 1/√fan_in),
         trunk biases 0.1, head weights and biases U(±1e-3)."""
         for layer in self.trunk:
             if not isinstance(layer, nn.Linear):
@@ -173,7 +173,7 @@ class VectorizedCritic(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """SPEC 3 init: kaiming-uniform(a=√5) per member, biases 0.1, last layer U(±3e-3).
+        """docs/algorithm.md §3 init: kaiming-uniform(a=√5) per member, biases 0.1, last layer U(±3e-3).
 
         Like the reference, the kaiming init is applied to each member's `[I, O]` slice, for
         which torch's fan_in is size(1) = O: the bound is 1/√O (1/√H for the first layer, not

@@ -1,4 +1,4 @@
-"""The RAVL learner (SPEC 3): SAC with an N-critic ensemble, the EDAC diversity term and auto-α.
+"""The RAVL learner (docs/algorithm.md §3): SAC with an N-critic ensemble, the EDAC diversity term and auto-α.
 
 One `RAVL.update(batch)` does, in this order (the reference's, which EDAC's paper uses):
 
@@ -61,7 +61,7 @@ LOGGED_KEYS: tuple[str, ...] = (
     "q_policy_std",
     "q_random_std",
 )
-"""Keys `update(..., log=True)` returns (SPEC 3's logged quantities)."""
+"""Keys `update(..., log=True)` returns (docs/algorithm.md §3's logged quantities)."""
 
 LOSS_KEYS: tuple[str, ...] = ("alpha_loss", "critic_loss", "actor_loss")
 BATCH_KEYS: tuple[str, ...] = ("obs", "act", "rew", "next_obs", "done")
@@ -77,7 +77,7 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class RAVLConfig:
-    """Hyperparameters of the RAVL learner (SPEC 3 defaults)."""
+    """Hyperparameters of the RAVL learner (docs/algorithm.md §3 defaults)."""
 
     # --- shapes ---
     obs_dim: int

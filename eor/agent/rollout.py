@@ -1,4 +1,4 @@
-"""The rollout phase of RAVL (SPEC 3): k-step rollouts of the learned dynamics model.
+"""The rollout phase of RAVL (docs/algorithm.md §3): k-step rollouts of the learned dynamics model.
 
 Each epoch, before its updates:
 

@@ -1,11 +1,11 @@
 """The RAVL training loop: rollouts, mixed batches, updates, evaluation, run directory.
 
-One epoch (SPEC 3):
+One epoch (docs/algorithm.md §3):
 
-    rollout phase  ->  updates_per_epoch x (mixed batch -> learner.update)  ->  evaluation (every
-    eval_every epochs)  ->  checkpoints/latest.pt
+    rollout phase  ->  updates_per_epoch x (mixed batch -> learner.update)  ->  evaluation (after
+    epochs 1, eval_every + 1, ... and the last)  ->  checkpoints/latest.pt
 
-Run directory (read by `eor plot` / `eor report`; see CONTRACTS.md):
+Run directory (read by `eor plot` / `eor report`, `eor.results.runs`; the README describes it):
 
     RUN/config.json      every TrainAgentConfig field, eor_version, dims, env id, dataset
     RUN/metrics.jsonl    one JSON object per line: kind train / rollout / eval, epoch, updates, time
@@ -58,7 +58,7 @@ from eor.agent.rollout import rollout_phase
 from eor.fileio import atomic_write_json
 
 TRAIN_KEYS: tuple[str, ...] = LOGGED_KEYS
-"""SPEC 3's logged learner values, in the "train" records (the learner's LOGGED_KEYS)."""
+"""docs/algorithm.md §3's logged learner values, in the "train" records (the learner's LOGGED_KEYS)."""
 
 # Run-group fields that `--resume` may change; the others define the run and must match.
 RESUME_OVERRIDABLE: frozenset[str] = frozenset(
@@ -464,7 +464,7 @@ class Trainer:
         self.model_buffer = eor.ReplayBuffer(
             config.model_buffer_capacity, self.obs_dim, self.act_dim, seed=config.seed + 1
         )
-        # The model's sampling stream, on the model's device (SPEC 2 step), seeded per run.
+        # The model's sampling stream, on the model's device (docs/algorithm.md §2 step), seeded per run.
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed + 2)
 

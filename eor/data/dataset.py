@@ -1,10 +1,10 @@
-"""Loading D4RL-style datasets into SPEC 1's Q-learning form, with validation.
+"""Loading D4RL-style datasets into docs/algorithm.md §1's Q-learning form, with validation.
 
 Raw layout (D4RL HDF5 or `.npz`), N rows:
     observations [N, S], actions [N, A], rewards [N], terminals [N], timeouts [N],
     optionally next_observations [N, S] (and infos/*, ignored).
 
-Q-learning form (D4RL `qlearning_dataset`, SPEC 1), transition i:
+Q-learning form (D4RL `qlearning_dataset`, docs/algorithm.md §1), transition i:
     (obs[i], act[i], rew[i], next[i], terminals[i])
     next[i] = next_observations[i] if the file has them, else obs[i + 1];
     rows with timeouts[i] true are dropped (obs[i + 1] starts a new episode), so a timeout is
@@ -241,7 +241,7 @@ def validate_raw(raw: Mapping[str, np.ndarray], env: EnvSpec, where: str = "data
 
 
 def qlearning_arrays(raw: Mapping[str, np.ndarray], *, copy: bool = True) -> dict[str, np.ndarray]:
-    """SPEC 1's Q-learning form of validated raw arrays (see the module docstring).
+    """docs/algorithm.md §1's Q-learning form of validated raw arrays (see the module docstring).
 
     Returns float32 C-contiguous observations, actions, rewards, next_observations, terminals.
     copy=False lets an output share memory with `raw` when nothing is dropped and the input is

@@ -103,7 +103,7 @@ def _load_minari(name: str, spec: EnvSpec) -> Dataset | None:
         "actions": np.concatenate(parts["a"]),
         "rewards": np.concatenate(parts["r"]),
         "terminals": np.concatenate(parts["d"]),
-        # A truncated step's successor is the real next state, but SPEC 1 drops timeouts.
+        # A truncated step's successor is the real next state, but docs/algorithm.md §1 drops timeouts.
         "timeouts": np.concatenate(parts["t"]) & ~np.concatenate(parts["d"]),
     }
     where = f"minari:{dataset_id}"
@@ -147,7 +147,7 @@ def resolve(name: str) -> tuple[str, str]:
 
 
 def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) -> Dataset:
-    """Load a dataset by file path or D4RL name, in SPEC 1's Q-learning form.
+    """Load a dataset by file path or D4RL name, in docs/algorithm.md §1's Q-learning form.
 
     `env` names the env of a file whose name does not say it (and must agree with a D4RL
     name). Raises FileNotFoundError listing every place searched and the command that makes

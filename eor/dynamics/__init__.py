@@ -1,4 +1,4 @@
-"""Probabilistic dynamics ensemble (SPEC section 2) and `eor train-model`.
+"""Probabilistic dynamics ensemble (docs/algorithm.md §2) and `eor train-model`.
 
 model = eor.dynamics.load(model_dir, env="halfcheetah", device="cpu")
 next_obs, reward, done = model.step(obs, act, generator)   # [B, S], [B], [B] bool

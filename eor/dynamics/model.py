@@ -1,4 +1,4 @@
-"""The probabilistic dynamics ensemble of SPEC section 2, as stacked tensors.
+"""The probabilistic dynamics ensemble of docs/algorithm.md §2, as stacked tensors.
 
 Every member is an MLP `S+A -> H -> H -> H -> H -> 2·D` (SiLU after each hidden layer), with
 `D = obs_dim + 1` (Δobs and reward). The E members are stored as stacked tensors
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from eor import ops
 
-# SPEC 2: Adam's coupled L2 per layer (weights only), before `l2_reg_multiplier`.
+# docs/algorithm.md §2: Adam's coupled L2 per layer (weights only), before `l2_reg_multiplier`.
 HIDDEN_WEIGHT_DECAY: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5)
 HEAD_WEIGHT_DECAY = 1e-4
 LOGVAR_LOSS_COEF = 0.01
@@ -33,14 +33,14 @@ TerminationFn = Callable[[Tensor], Tensor]
 
 
 def truncated_normal_(weight: Tensor, fan_in: int) -> Tensor:
-    """SPEC 2 init in place: N(0, σ²) with σ = 1/(2·√fan_in), truncated to ±2σ."""
+    """docs/algorithm.md §2 init in place: N(0, σ²) with σ = 1/(2·√fan_in), truncated to ±2σ."""
     std = 1.0 / (2.0 * math.sqrt(fan_in))
     with torch.no_grad():
         return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
 
 
 def bound_logvar(raw: Tensor, max_logvar: Tensor, min_logvar: Tensor) -> Tensor:
-    """logvar = max − softplus(max − raw), then min + softplus(logvar − min) (SPEC 2)."""
+    """logvar = max − softplus(max − raw), then min + softplus(logvar − min) (docs/algorithm.md §2)."""
     logvar = max_logvar - F.softplus(max_logvar - raw)
     return min_logvar + F.softplus(logvar - min_logvar)
 
@@ -48,7 +48,7 @@ def bound_logvar(raw: Tensor, max_logvar: Tensor, min_logvar: Tensor) -> Tensor:
 def gaussian_nll_loss(
     mean: Tensor, logvar: Tensor, target: Tensor, max_logvar: Tensor, min_logvar: Tensor
 ) -> Tensor:
-    """SPEC 2 training loss (a scalar).
+    """docs/algorithm.md §2 training loss (a scalar).
 
     mean, logvar, target: `[E, B, D]`. Per member: mean over batch and dims of
     `logvar + (y − μ)²·exp(−logvar)`; summed over members; plus
@@ -139,7 +139,7 @@ def head_nll_loss(head: Tensor, target: Tensor, max_logvar: Tensor, min_logvar: 
 class Normalizer(nn.Module):
     """Input normaliser: `clip((x − mean)/std, ±10)`, with std ≤ 1e-12 replaced by 1.
 
-    Statistics are buffers (saved with the model). *Quirk fixed* (SPEC 2): they are fitted on all
+    Statistics are buffers (saved with the model). *Quirk fixed* (docs/algorithm.md §2): they are fitted on all
     training inputs, not on one row plus the next states.
     """
 
@@ -242,7 +242,7 @@ class DynamicsEnsemble(nn.Module):
 
     @property
     def termination_fn(self) -> TerminationFn:
-        """The env's batched termination rule (SPEC 3), looked up from `env_name` when not given."""
+        """The env's batched termination rule (docs/algorithm.md §3), looked up from `env_name` when not given."""
         if self._termination_fn is None:
             if self.env_name is None:
                 raise ValueError(
@@ -264,7 +264,7 @@ class DynamicsEnsemble(nn.Module):
     # ------------------------------------------------------------------ training-side
 
     def param_groups(self, l2_reg_multiplier: float = 1.0) -> list[dict]:
-        """Adam param groups: coupled L2 on the weights only, SPEC 2's value per layer.
+        """Adam param groups: coupled L2 on the weights only, docs/algorithm.md §2's value per layer.
 
         Hidden layers get {2.5e-5, 5e-5, 7.5e-5, 7.5e-5}, the head (mean and logvar halves) 1e-4,
         all times `l2_reg_multiplier`; biases and the logvar bounds get none.
@@ -307,7 +307,7 @@ class DynamicsEnsemble(nn.Module):
         return gaussian_nll_loss(mean, logvar, target, self.max_logvar, self.min_logvar)
 
     def training_loss(self, x_norm: Tensor, target: Tensor) -> Tensor:
-        """SPEC 2's training loss at normalised inputs, `loss(*self(x_norm), target)` with the
+        """docs/algorithm.md §2's training loss at normalised inputs, `loss(*self(x_norm), target)` with the
         bounding and the NLL's gradients in closed form (`head_nll_loss`). target `[E, B, D]`."""
         return head_nll_loss(self._head(x_norm), target, self.max_logvar, self.min_logvar)
 
@@ -359,7 +359,7 @@ class DynamicsEnsemble(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One model transition per row: `(next_obs [B, S], reward [B], done [B] bool)`.
 
-        SPEC 2: every member predicts, each draws a Gaussian sample, and one elite chosen
+        docs/algorithm.md §2: every member predicts, each draws a Gaussian sample, and one elite chosen
         uniformly per row gives the transition. Only the chosen elite's sample is ever used, so
         we draw the elite first and compute just its row (the gathered path); the distribution
         is the same. Random draws, in this order, from `generator` (on the model's device):

@@ -8,7 +8,7 @@ The same computation as `model.training_loss(x_norm, target).backward()` (same o
 order, so the same bits on the CPU: tested), written out layer by layer:
 
     forward   z_l = a_l·W_l + b_l (one baddbmm),  a_{l+1} = SiLU(z_l),  head = z_L
-    loss      SPEC 2's bounded Gaussian NLL and ∂L/∂head (`head_nll_grads`)
+    loss      docs/algorithm.md §2's bounded Gaussian NLL and ∂L/∂head (`head_nll_grads`)
     backward  g_L = ∂L/∂head;  ∂W_l = a_lᵀ·g_l,  ∂b_l = Σ_rows g_l,
               g_{l−1} = SiLU′(z_{l−1}) ⊙ (g_l·W_lᵀ)
 
@@ -46,7 +46,7 @@ class _Buffers:
 
 
 class ClosedFormStep:
-    """SPEC 2's loss of `model` on a batch, with every parameter's gradient set in `.grad`.
+    """docs/algorithm.md §2's loss of `model` on a batch, with every parameter's gradient set in `.grad`.
 
     Calls run under no_grad and overwrite `.grad` (no zeroing needed between steps); a
     parameter whose `.grad` was set to None or replaced gets its buffer back on the next call.

@@ -1,7 +1,7 @@
 """The environment table: dimensions, gymnasium ids, D4RL reference returns, termination.
 
 D4RL's v2 datasets were recorded with gym's mujoco-py `*-v3` envs. gymnasium's `*-v4` envs keep
-those dynamics on the official `mujoco` bindings, so they are the evaluation envs (SPEC 1).
+those dynamics on the official `mujoco` bindings, so they are the evaluation envs (docs/algorithm.md §1).
 Ant needs `use_contact_forces=True` to give D4RL's 111-dim observations (13 qpos[2:] + 14 qvel +
 84 clipped external contact forces). Note that mujoco-py 2.x returned all-zero contact forces,
 so D4RL's ant data has zeros in those 84 columns while the v4 env reports real ones:
@@ -40,7 +40,7 @@ DATASET_VERSION = "v2"
 class EnvSpec:
     """One row of the registry.
 
-    `termination_fn(next_obs [..., S]) -> bool [...]` is SPEC 3's batched rule on torch tensors
+    `termination_fn(next_obs [..., S]) -> bool [...]` is docs/algorithm.md §3's batched rule on torch tensors
     (`termination` names its function in eor.envs.termination, imported on first use so that
     the registry, `eor collect` and `eor datasets` do not import torch).
     """
@@ -205,7 +205,7 @@ def make_env(
     _check_zero_contact_forces(spec, zero_contact_forces)
     _route_mujoco_warnings()
     with warnings.catch_warnings():
-        # We choose the v4 envs on purpose (SPEC 1); gymnasium's "out of date" notice is noise.
+        # We choose the v4 envs on purpose (docs/algorithm.md §1); gymnasium's "out of date" notice is noise.
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         env = gym.make(spec.gym_id, **{**spec.gym_kwargs, **kwargs})
     if zero_contact_forces:

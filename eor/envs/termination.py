@@ -1,8 +1,8 @@
-"""Batched termination functions of SPEC section 3, on torch tensors.
+"""Batched termination functions of docs/algorithm.md §3, on torch tensors.
 
 Each takes the model's predicted next states `next_obs` [..., S] (any leading shape, any device)
 and returns a bool tensor [...] that is True where the episode ends. NaN or inf in a state counts
-as done wherever SPEC asks for finiteness; elsewhere a NaN comparison is False, so a NaN height
+as done wherever docs/algorithm.md §3 asks for finiteness; elsewhere a NaN comparison is False, so a NaN height
 or angle also ends the episode (walker2d), which is what we want for a diverging model.
 
 obs[..., 0] is the torso height and obs[..., 1] the torso angle in the D4RL observations of
@@ -19,7 +19,7 @@ def hopper_termination(next_obs: Tensor) -> Tensor:
     """done = not (all finite, all |s'[1:]| < 100, height > 0.7, |angle| < 0.2).
 
     Departs from MOPO's `np.abs(next_obs[:, 1:] < 100)`, which took the absolute value of a
-    boolean (so large negative states never ended an episode): SPEC asks for |s'[1:]| < 100.
+    boolean (so large negative states never ended an episode): §3 asks for |s'[1:]| < 100.
     """
     height = next_obs[..., 0]
     angle = next_obs[..., 1]
@@ -41,7 +41,7 @@ def walker2d_termination(next_obs: Tensor) -> Tensor:
 
 
 def halfcheetah_termination(next_obs: Tensor) -> Tensor:
-    """HalfCheetah never terminates (not even on NaN: SPEC says never done)."""
+    """HalfCheetah never terminates (not even on NaN: §3 says never done)."""
     return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 # ============================================================================ RAVL agent
-# (plain autograd reference update of SPEC section 3; owned by eor/agent)
+# (plain autograd reference update of docs/algorithm.md §3; owned by eor/agent)
 #
 # CORL's EDAC as RAVL adapted it (agent_training/agent.py of the RAVL code), restyled: nn.Module
 # critics fed an input repeated per critic, torch.distributions for the policy, autograd double
@@ -124,11 +124,11 @@ def soft_update_ref(target: torch.nn.Module, source: torch.nn.Module, tau: float
 
 
 RAVL_STEPS: tuple[str, ...] = ("alpha", "actor", "critic", "polyak")
-"""The four steps of one RAVL update, in the reference's order (SPEC 3)."""
+"""The four steps of one RAVL update, in the reference's order (docs/algorithm.md §3)."""
 
 
 class RAVLRef:
-    """The reference SAC-N + EDAC update (SPEC 3 order: α, actor, critic, Polyak).
+    """The reference SAC-N + EDAC update (docs/algorithm.md §3 order: α, actor, critic, Polyak).
 
     All draws come from `generator`, in this order: α-step ε `[B, A]`, actor-step ε, target ε
     (at s′), then, on updates with `log=True` only, the uniform actions of q_random_std (the

@@ -1,4 +1,4 @@
-"""Plain references for the dataset code: a row-by-row loop (the specification of SPEC 1's
+"""Plain references for the dataset code: a row-by-row loop (the specification of docs/algorithm.md §1's
 Q-learning form, in the style of D4RL's `qlearning_dataset`) and the bare h5py + numpy load
 that `benchmarks/bench_data.py` compares `load_dataset(...).to_buffer()` against."""
 
@@ -11,7 +11,7 @@ import numpy as np
 
 
 def qlearning_loop_ref(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """SPEC 1, one row at a time: keep row i unless timeouts[i]; next state = next_observations[i]
+    """docs/algorithm.md §1, one row at a time: keep row i unless timeouts[i]; next state = next_observations[i]
     if present, else obs[i + 1] (so the last row is dropped); done = terminals[i]."""
     obs = np.asarray(raw["observations"])
     n = obs.shape[0]

@@ -76,7 +76,7 @@ def ensemble_mlp_ref(
 
 
 def bound_logvar_ref(logvar: Tensor, max_logvar: Tensor, min_logvar: Tensor) -> Tensor:
-    """SPEC 2: logvar = max − softplus(max − logvar), then min + softplus(logvar − min)."""
+    """docs/algorithm.md §2: logvar = max − softplus(max − logvar), then min + softplus(logvar − min)."""
     logvar = max_logvar - F.softplus(max_logvar - logvar)
     return min_logvar + F.softplus(logvar - min_logvar)
 
@@ -163,7 +163,7 @@ def critic_loss_ref(
     biases: Sequence[Tensor],
     eta: float,
 ) -> Tensor:
-    """SPEC 3 step 3: Σ_i mean_b (Q_i(s, a) − y)² + η · L_div. target `[B]`."""
+    """docs/algorithm.md §3 step 3: Σ_i mean_b (Q_i(s, a) − y)² + η · L_div. target `[B]`."""
     q = critic_q_ref(obs, act, weights, biases)  # [N, B]
     loss = ((q - target.unsqueeze(0)) ** 2).mean(dim=1).sum()
     if eta > 0:
