@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,48 @@ def test_plateau_before_min_epochs_lowers_lr_once_then_stops_at_min_epochs() -> 
     lowered = [i + 1 for i, d in enumerate(decisions) if d.lower_lr]
     stopped = [i + 1 for i, d in enumerate(decisions) if d.stop]
     assert lowered == [6]  # epochs 2..6 without improvement: the 5-epoch window is full at 6
-    assert stopped[0] == 12 and decisions[11].reason == "no improvement"
+    # a fresh window after the drop is full at 11; the first epoch past min_epochs is 13
+    assert stopped[0] == 13 and decisions[12].reason == "no improvement"
     assert s.best == [0.5, 1.0] and s.best_epoch == [1, 0]
+
+
+def _reference_stops(improved: list[bool], min_epochs: int, epochs: int) -> tuple[int, list[int]]:
+    """The reference's loop control (train_dynamics_model.train), on a given sequence of
+    "improved any member" flags: (epochs run, epochs after which the lr was lowered)."""
+    val_improve: deque[bool] = deque(maxlen=6)
+    val_improve.append(True)  # the check before training improves on sys.maxsize
+    lr_lower, lowered = False, []
+    for i in range(epochs):
+        val_improve.append(improved[i])
+        if len(val_improve) > 5 and not any(list(val_improve)[1:]):
+            if i >= min_epochs:
+                return i + 1, lowered
+            elif not lr_lower:
+                lr_lower = True
+                lowered.append(i + 1)
+                val_improve = deque(maxlen=6)
+                val_improve.append(True)
+    return epochs, lowered
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_stopping_rule_matches_the_reference_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    min_epochs, epochs = int(rng.integers(0, 25)), int(rng.integers(1, 60))
+    improved = list(rng.random(epochs) < rng.uniform(0.05, 0.5))
+    s = EarlyStopping(1, min_epochs=min_epochs, max_epochs=epochs, patience=5)
+    s.start([1.0])
+    loss, ran, lowered = 1.0, epochs, []
+    for epoch in range(1, epochs + 1):
+        loss *= 0.5 if improved[epoch - 1] else 1.0
+        d = s.update(epoch, [loss])
+        assert bool(d.improved) == improved[epoch - 1]
+        if d.lower_lr:
+            lowered.append(epoch)
+        if d.stop:
+            ran = epoch
+            break
+    assert (ran, lowered) == _reference_stops(improved, min_epochs, epochs)
 
 
 def test_improvement_resets_the_window() -> None:
@@ -305,8 +346,9 @@ def test_lr_drop_and_stop_through_the_trainer() -> None:
     lrs = []
     while not tr.done:
         lrs.append(tr.run_epoch()["lr"])
-    assert lrs == [1e-3] * 4 + [pytest.approx(3e-4)] * 3
-    assert tr.epoch == 7 and tr.stop_reason == "no improvement"
+    # the drop after epoch 5, then a fresh 5-epoch window: the stop after epoch 10
+    assert lrs == [1e-3] * 4 + [pytest.approx(3e-4)] * 6
+    assert tr.epoch == 10 and tr.stop_reason == "no improvement"
     # no member improved: finishing restores the initial weights
     init = _trainer()
     for w, w0 in zip(tr.best_params, [*init.model.weights, *init.model.biases], strict=True):

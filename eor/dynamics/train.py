@@ -187,11 +187,15 @@ class EarlyStopping:
     every epoch, `update(epoch, losses)`:
       - member i improves when (best_i − loss_i)/best_i > threshold; its best becomes loss_i
         (the caller then keeps that member's weights);
-      - if none of the last `patience` epochs improved any member: at epoch ≥ min_epochs stop;
-        before that lower the lr once (if not yet done) and keep going. The window slides: after
-        the drop, every further epoch without improvement asks again, and only stopping (from
-        min_epochs on) or an improvement ends that;
+      - if none of the last `patience` epochs improved any member: after epoch min_epochs
+        (epoch > min_epochs: the reference tests `i >= min_epochs` on its 0-based epoch index)
+        stop; before that lower the lr once (if not yet done), start a fresh window (the
+        reference empties its `val_improve` deque) and keep going. The window then slides: once
+        the lr is lowered, each further epoch without improvement asks again, and only stopping
+        or an improvement ends that;
       - at epoch ≥ max_epochs stop regardless (the hard cap).
+    The reference's loop (train_dynamics_model.py, the `val_improve` deque) is re-implemented in
+    the tests and compared with this one on random improvement sequences.
     """
 
     num_members: int
@@ -228,10 +232,11 @@ class EarlyStopping:
         self.epochs_since_update = 0 if improved else self.epochs_since_update + 1
         lower_lr, stop, reason = False, False, ""
         if self.epochs_since_update >= self.patience:
-            if epoch >= self.min_epochs:
+            if epoch > self.min_epochs:
                 stop, reason = True, "no improvement"
             elif not self.lr_lowered:
                 lower_lr = self.lr_lowered = True
+                self.epochs_since_update = 0
         if not stop and epoch >= self.max_epochs:
             stop, reason = True, "max epochs"
         return StopDecision(improved, lower_lr, stop, reason)
