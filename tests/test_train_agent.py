@@ -23,16 +23,12 @@ import torch
 import eor
 from eor.agent.checkpoint import load_checkpoint
 from eor.agent.config import TrainAgentConfig
-from eor.agent.trainer import (
-    Components,
-    MixedBatchSampler,
-    NonFiniteLossError,
-    Trainer,
-    TrainingSetupError,
-    evaluates_after,
-)
+from eor.agent.ravl import NonFiniteLossError
+from eor.agent.setup import Components, TrainingSetupError
+from eor.agent.trainer import Trainer, evaluates_after
 from eor.dynamics import DynamicsEnsemble
 from eor.envs import get_env
+from eor.mixed_batch import MixedBatchSampler
 
 N_DATA = 400
 TRAIN_KEYS = {
@@ -405,8 +401,17 @@ def test_bad_config_values(tmp_path: Path, change: dict[str, Any], match: str) -
     assert not (tmp_path / "x").exists()  # refused before the run directory is made
 
 
-def test_single_critic_without_diversity_is_allowed() -> None:
+def test_single_critic_without_diversity_is_allowed(tmp_path: Path) -> None:
+    """eta 0 (no diversity term) allows one critic: the config passes and a short run trains it."""
     TrainAgentConfig(num_critics=1, eta=0.0, load_model_dir="m").validate()
+    cfg = small_config(tmp_path / "one", num_critics=1, eta=0.0, epochs=1, updates_per_epoch=4)
+    trainer = Trainer(cfg, components=make_components())
+    summary = trainer.train()
+    assert summary["status"] == "completed" and summary["num_critics"] == 1
+    assert trainer.learner.critic.num_critics == 1 and trainer.total_updates == 4
+    train = [r for r in read_metrics(tmp_path / "one") if r["kind"] == "train"]
+    assert train and all(np.isfinite(r["critic_loss"]) for r in train)
+    assert all(r["q_policy_std"] == 0.0 for r in train)  # one critic: no spread
 
 
 def test_missing_model_dir_in_config() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from eor.agent.checkpoint import CHECKPOINT_NAMES, resolve_checkpoint
 from eor.agent.networks import Actor, VectorizedCritic
 from eor.agent.ravl import (
     LOGGED_KEYS,
@@ -21,28 +22,16 @@ from eor.agent.ravl import (
     actor_from_state,
 )
 
-CHECKPOINT_NAMES = ("checkpoints/latest.pt", "latest.pt")
-
 
 def load_actor(checkpoint_path_or_run_dir: str | Path, device: str | torch.device = "cpu") -> Actor:
     """The actor of a checkpoint, in eval mode on `device`.
 
     checkpoint_path_or_run_dir: a checkpoint file (a dict with the learner state under "learner",
-    or a bare `RAVL.state_dict()`), or a run directory, whose checkpoints/latest.pt is used.
+    or a bare `RAVL.state_dict()`), or a run directory, whose checkpoints/latest.pt is used
+    (`eor.agent.checkpoint.resolve_checkpoint`).
     Checkpoints are full pickles (they hold RNG and optimiser states): load only trusted files.
     """
-    path = Path(checkpoint_path_or_run_dir)
-    if path.is_dir():
-        candidates = [path / name for name in CHECKPOINT_NAMES]
-        found = [p for p in candidates if p.is_file()]
-        if not found:
-            raise FileNotFoundError(
-                f"no checkpoint in run directory {path}: looked for "
-                + ", ".join(str(p) for p in candidates)
-            )
-        path = found[0]
-    elif not path.is_file():
-        raise FileNotFoundError(f"checkpoint_path_or_run_dir {path} does not exist")
+    path = resolve_checkpoint(checkpoint_path_or_run_dir)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt or foreign file: say which
@@ -61,4 +50,5 @@ __all__ = [
     "LOGGED_KEYS",
     "actor_from_state",
     "load_actor",
+    "CHECKPOINT_NAMES",
 ]

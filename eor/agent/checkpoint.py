@@ -33,6 +33,8 @@ import eor
 from eor.fileio import atomic_torch_save  # noqa: F401 - re-exported for the trainer and tests
 
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_NAMES = ("checkpoints/latest.pt", "latest.pt")
+"""Where a checkpoint is looked for in a directory, in order (`resolve_checkpoint`)."""
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -49,14 +51,16 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """RUN_DIR -> RUN_DIR/checkpoints/latest.pt; checkpoints dir -> latest.pt; a file -> itself."""
+    """The checkpoint file of `path`: a file is itself; a directory (a run directory, or its
+    checkpoints/ folder) gives the first of its CHECKPOINT_NAMES that exists."""
     p = Path(path)
     if p.is_dir():
-        for candidate in (p / "checkpoints" / "latest.pt", p / "latest.pt"):
-            if candidate.is_file():
-                return candidate
+        for name in CHECKPOINT_NAMES:
+            if (p / name).is_file():
+                return p / name
+        looked = ", ".join(str(p / name) for name in CHECKPOINT_NAMES)
         raise FileNotFoundError(
-            f"no checkpoint in {p}: expected {p / 'checkpoints' / 'latest.pt'} "
+            f"no checkpoint in run directory {p}: looked for {looked} "
             "(was the run started, and did it finish at least one epoch?)"
         )
     if not p.is_file():

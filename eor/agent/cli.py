@@ -24,53 +24,7 @@ import click
 from click.core import ParameterSource
 
 from eor.agent.config import DERIVED_FIELDS, REFERENCE_FIELDS, TrainAgentConfig
-
-HELP: dict[str, str] = {
-    "env_name": "D4RL dataset name, e.g. halfcheetah-medium-v2 (picks env, data, score).",
-    "dataset": "Dataset name or HDF5/NPZ path to train on instead of env_name's dataset.",
-    "seed": "Seed of the networks, buffers, rollouts and evaluation envs.",
-    "device": "auto (cuda:0 if CUDA is visible, else cpu), cpu, cuda:0, cuda:1, ...",
-    "run_dir": "Output directory [default: runs/<env_name>-s<seed>-<UTC time>].",
-    "epochs": "Epochs (each: rollouts, updates_per_epoch updates, evaluation).",
-    "updates_per_epoch": "Gradient updates per epoch.",
-    "eval_every": "Evaluate after epochs 1, N+1, 2N+1, ... (as the reference) and after the last; "
-    "0: only after the last.",
-    "eval_episodes": "Deterministic evaluation episodes, run as one batch of envs.",
-    "eval_max_steps": "Cap evaluation episodes at N steps [default: the env's 1000].",
-    "checkpoint_every": "Rewrite checkpoints/latest.pt (whole state) every N epochs.",
-    "save_every": "Also keep checkpoints/epoch_XXXX.pt (learner only) every N epochs; 0: never.",
-    "log_every": "Write a train metrics record every N updates.",
-    "deterministic": "torch.use_deterministic_algorithms, and 1 CPU thread for bit-reproducible "
-    "CPU runs.",
-    "wandb": "Mirror the metrics to Weights & Biases (needs `pip install wandb`; "
-    "WANDB_MODE=offline works). Off by default (the reference always logged).",
-    "wandb_project": "wandb project name.",
-    "wandb_group": "wandb run group.",
-    "name": "Run name: the base of name_expanded, the wandb run name and --save directory.",
-    "name_prefix": "Prefix of name_expanded ('' for none).",
-    "save": "At the end, write the reference's agent file SAVE_PATH/agent_<name_expanded>/"
-    "weights.pt (with config.yaml, written at the start).",
-    "save_path": "Parent directory of --save's agent_<name_expanded> directory.",
-    "quiet": "No progress bar.",
-    "batch_size": "Transitions per update.",
-    "dataset_ratio": "Share of real transitions in each batch, in [0, 1].",
-    "rollouts_per_epoch": "Model rollouts (distinct dataset start states) per epoch.",
-    "steps_k": "Model steps per rollout (k).",
-    "buffer_retain_epochs": "Epochs of rollouts the FIFO model buffer keeps.",
-    "load_model_dir": "Directory of a dynamics model written by `eor train-model` (required).",
-    "hidden_dim": "Width of the actor's and critics' three hidden layers.",
-    "num_critics": "Critics in the ensemble (N); >= 2 when eta > 0.",
-    "gamma": "Discount factor.",
-    "tau": "Polyak rate of the target critics.",
-    "eta": "Weight of the EDAC diversity term (0 disables it).",
-    "actor_lr": "Actor learning rate (Adam).",
-    "critic_lr": "Critic learning rate (Adam).",
-    "alpha_lr": "Entropy temperature learning rate (Adam).",
-    "max_action": "The actor acts in [-max_action, max_action] (rollouts and evaluation).",
-    "alpha": "Fixed entropy coefficient, used when --auto_alpha is False.",
-    "auto_alpha": "Learn the entropy coefficient (log alpha starts at 0); False: alpha fixed.",
-    "target_entropy": "Target entropy of the alpha loss [default: -action dim].",
-}
+from eor.agent.ravl import RAVLHyperparams
 
 ALIASES: dict[str, tuple[str, ...]] = {}
 """TrainAgentConfig field -> the reference's other names for it (REFERENCE_FIELDS)."""
@@ -141,12 +95,23 @@ BOOL_FIELDS: tuple[str, ...] = tuple(
 )
 
 
+def _option_fields() -> list[dataclasses.Field[Any]]:
+    """TrainAgentConfig's fields in --help order: run, data mix, rollouts, then the learner
+    group (inherited, so first in `dataclasses.fields`)."""
+    learner = {f.name for f in dataclasses.fields(RAVLHyperparams)}
+    everything = dataclasses.fields(TrainAgentConfig)
+    return [f for f in everything if f.name not in learner] + [
+        f for f in everything if f.name in learner
+    ]
+
+
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One click option per TrainAgentConfig field, with the dataclass default; booleans also
-    get a `--no-<name>` option; the reference's derived fields get options that refuse a value."""
+    """One click option per TrainAgentConfig field, with the dataclass default and the field's
+    `metadata["help"]`; booleans also get a `--no-<name>` option; the reference's derived fields
+    get options that refuse a value."""
     for name in reversed(DERIVED_FIELDS):
         func = click.option(*_spellings(name), name, default=None, hidden=True)(func)
-    for field in reversed(dataclasses.fields(TrainAgentConfig)):
+    for field in reversed(_option_fields()):
         name = field.name
         if name in DERIVED_FIELDS:
             continue
@@ -155,7 +120,7 @@ def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         for alias in ALIASES.get(name, ()):
             decls += _spellings(alias)
         decls += SHORT.get(name, ())
-        help_text = HELP[name]
+        help_text = field.metadata["help"]
         if name in BOOL_FIELDS:
             no_decls = [f"--no-{n}" for n in dict.fromkeys(d[2:] for d in decls if d[:2] == "--")]
             func = click.option(*no_decls, f"no_{name}", is_flag=True, default=False, hidden=True)(

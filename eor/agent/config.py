@@ -5,7 +5,11 @@ Fields are grouped as the training loop uses them:
 * run: what to train on, where to write, how long, how often to evaluate, log and save;
 * data mix: batch size and share of real transitions in each batch (docs/algorithm.md §3);
 * rollouts: the model-rollout phase run at the start of every epoch (docs/algorithm.md §3);
-* learner: the RAVL hyper-parameters, passed on to `eor.agent.ravl.RAVLConfig`.
+* learner: the RAVL hyperparameters, inherited from `eor.agent.ravl.RAVLHyperparams` (declared
+  and checked there, once); `learner_config` makes the learner's `RAVLConfig` from them.
+
+Each field's `metadata["help"]` is its option's help text (`eor.agent.cli` generates the
+options from the fields). config.json is the flat dict of the fields (`to_dict` / `from_dict`).
 
 Every field of the reference's `TrainConfig` (train_ravl_agent.py) has a field here with the
 same meaning and default (docs/algorithm.md §4); `REFERENCE_FIELDS` maps the reference's names
@@ -25,89 +29,144 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from eor.agent.ravl import RAVLConfig, RAVLHyperparams
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
 
 @dataclass
-class TrainAgentConfig:
-    """All settings of one RAVL training run (maps one to one onto `eor train-agent`)."""
+class TrainAgentConfig(RAVLHyperparams):
+    """All settings of one RAVL training run (maps one to one onto `eor train-agent`).
+
+    The learner group (hidden_dim ... target_entropy) is inherited from `RAVLHyperparams`.
+    """
 
     # --- run ---------------------------------------------------------------------------------
-    env_name: str = "halfcheetah-medium-v2"
-    """D4RL dataset name (or env name with --dataset); picks the env, its termination and score."""
-    dataset: str | None = None
-    """Dataset name or HDF5 path; default: the dataset named by env_name."""
-    seed: int = 42
-    device: str = "auto"
-    """"auto" (CUDA when visible, else CPU: the reference's default), "cpu", "cuda:0", ..."""
-    run_dir: str | None = None
-    """Output directory; default runs/<env_name>-s<seed>-<UTC time>."""
-    epochs: int = 3000
-    updates_per_epoch: int = 1000
-    eval_every: int = 1
-    """Evaluate after epochs 1, N+1, 2N+1, ... as the reference does, and always after the last
-    epoch; 0 = only at the end."""
-    eval_episodes: int = 10
-    eval_max_steps: int | None = None
-    """Cap on evaluation episode length (default: the env's 1000-step limit); for quick tests."""
-    checkpoint_every: int = 1
-    """Rewrite checkpoints/latest.pt (whole state, model buffer included) every this many epochs.
-
-    The model buffer dominates its size (halfcheetah at the defaults: 1.25M transitions, about
-    210 MB); raise this if writing it each epoch costs too much. The last epoch, Ctrl-C and
-    --save_every epochs always write it."""
-    save_every: int = 0
-    """Also keep checkpoints/epoch_XXXX.pt (learner only) every this many epochs; 0 = never."""
-    log_every: int = 100
-    """Write a "train" metrics record every this many updates."""
-    deterministic: bool = False
-    """torch.use_deterministic_algorithms (the reference's deterministic_torch) and, for
-    bit-reproducible CPU runs, one intra-op thread."""
-    wandb: bool = False
-    """Mirror the metrics to Weights & Biases (the reference always did; eor only on request)."""
-    wandb_project: str = "RAVL"
-    wandb_group: str = "test"
-    name: str = "ravl"
-    """Base of name_expanded (the wandb run name and the --save directory)."""
-    name_prefix: str = ""
-    save: bool = False
-    """At the end of the run write the reference's agent file, SAVE_DIR/weights.pt, where
-    SAVE_DIR = save_path/agent_<name_expanded> (with config.yaml, written at the start)."""
-    save_path: str | None = "./trained_agents"
-    quiet: bool = False
+    env_name: str = field(
+        default="halfcheetah-medium-v2",
+        metadata=_help("D4RL dataset name, e.g. halfcheetah-medium-v2 (picks env, data, score)."),
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata=_help("Dataset name or HDF5/NPZ path to train on instead of env_name's dataset."),
+    )
+    seed: int = field(
+        default=42, metadata=_help("Seed of the networks, buffers, rollouts and evaluation envs.")
+    )
+    device: str = field(
+        default="auto",
+        metadata=_help(
+            "auto (cuda:0 if CUDA is visible, else cpu: the reference's default), "
+            "cpu, cuda:0, cuda:1, ..."
+        ),
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata=_help("Output directory [default: runs/<env_name>-s<seed>-<UTC time>]."),
+    )
+    epochs: int = field(
+        default=3000,
+        metadata=_help("Epochs (each: rollouts, updates_per_epoch updates, evaluation)."),
+    )
+    updates_per_epoch: int = field(default=1000, metadata=_help("Gradient updates per epoch."))
+    eval_every: int = field(
+        default=1,
+        metadata=_help(
+            "Evaluate after epochs 1, N+1, 2N+1, ... (as the reference) and after "
+            "the last; 0: only after the last."
+        ),
+    )
+    eval_episodes: int = field(
+        default=10, metadata=_help("Deterministic evaluation episodes, run as one batch of envs.")
+    )
+    eval_max_steps: int | None = field(
+        default=None,
+        metadata=_help(
+            "Cap evaluation episodes at N steps [default: the env's 1000]; for quick tests."
+        ),
+    )
+    # The model buffer dominates latest.pt (halfcheetah at the defaults: 1.25M transitions,
+    # about 210 MB); the last epoch, Ctrl-C and --save_every epochs always write it.
+    checkpoint_every: int = field(
+        default=1,
+        metadata=_help(
+            "Rewrite checkpoints/latest.pt (whole state, model buffer included) every N epochs."
+        ),
+    )
+    save_every: int = field(
+        default=0,
+        metadata=_help(
+            "Also keep checkpoints/epoch_XXXX.pt (learner only) every N epochs; 0: never."
+        ),
+    )
+    log_every: int = field(
+        default=100, metadata=_help("Write a train metrics record every N updates.")
+    )
+    deterministic: bool = field(
+        default=False,
+        metadata=_help(
+            "torch.use_deterministic_algorithms (the reference's deterministic_torch)"
+            ", and 1 CPU thread for bit-reproducible CPU runs."
+        ),
+    )
+    wandb: bool = field(
+        default=False,
+        metadata=_help(
+            "Mirror the metrics to Weights & Biases (needs `pip install wandb`; "
+            "WANDB_MODE=offline works). Off by default (the reference always logged)."
+        ),
+    )
+    wandb_project: str = field(default="RAVL", metadata=_help("wandb project name."))
+    wandb_group: str = field(default="test", metadata=_help("wandb run group."))
+    name: str = field(
+        default="ravl",
+        metadata=_help(
+            "Run name: the base of name_expanded, the wandb run name and --save directory."
+        ),
+    )
+    name_prefix: str = field(default="", metadata=_help("Prefix of name_expanded ('' for none)."))
+    save: bool = field(
+        default=False,
+        metadata=_help(
+            "At the end, write the reference's agent file SAVE_PATH/agent_"
+            "<name_expanded>/weights.pt (with config.yaml, written at the start)."
+        ),
+    )
+    save_path: str | None = field(
+        default="./trained_agents",
+        metadata=_help("Parent directory of --save's agent_<name_expanded> directory."),
+    )
+    quiet: bool = field(default=False, metadata=_help("No progress bar."))
 
     # --- data mix ----------------------------------------------------------------------------
-    batch_size: int = 256
-    dataset_ratio: float = 0.05
-    """int(dataset_ratio * batch_size) real transitions per batch, the rest from the model buffer."""
+    batch_size: int = field(default=256, metadata=_help("Transitions per update."))
+    dataset_ratio: float = field(
+        default=0.05,
+        metadata=_help(
+            "Share of real transitions in each batch, in [0, 1]: "
+            "int(dataset_ratio * batch_size) real, the rest from the model buffer."
+        ),
+    )
 
     # --- rollouts ----------------------------------------------------------------------------
-    rollouts_per_epoch: int = 50_000
-    steps_k: int = 5
-    buffer_retain_epochs: int = 5
-    load_model_dir: str | None = None
-
-    # --- learner (RAVLConfig) ------------------------------------------------------------------
-    hidden_dim: int = 256
-    num_critics: int = 10
-    gamma: float = 0.99
-    tau: float = 5e-3
-    eta: float = 1.0
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    max_action: float = 1.0
-    """The actor acts in [-max_action, max_action] (tanh output scaled), in rollouts and in
-    evaluation. Every supported env's action box is [-1, 1]: beyond it MuJoCo clips the
-    controls (the control cost uses the action as given), as with the reference."""
-    alpha: float = 0.1
-    """The fixed entropy coefficient when auto_alpha is False (unused when it is True)."""
-    auto_alpha: bool = True
-    """Learn α (log α starts at 0); False keeps α = alpha for the whole run."""
-    target_entropy: float | None = None
-    """Target entropy of the α loss; None means -act_dim."""
+    rollouts_per_epoch: int = field(
+        default=50_000,
+        metadata=_help("Model rollouts (distinct dataset start states) per epoch."),
+    )
+    steps_k: int = field(default=5, metadata=_help("Model steps per rollout (k)."))
+    buffer_retain_epochs: int = field(
+        default=5, metadata=_help("Epochs of rollouts the FIFO model buffer keeps.")
+    )
+    load_model_dir: str | None = field(
+        default=None,
+        metadata=_help("Directory of a dynamics model written by `eor train-model` (required)."),
+    )
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -163,17 +222,14 @@ class TrainAgentConfig:
         return out
 
     def validate(self, *, require_model_dir: bool = True) -> None:
-        """Raise ValueError naming the first bad field and what was expected."""
+        """Raise ValueError naming the first bad field and what was expected (the learner
+        group's checks are `RAVLHyperparams.validate`'s)."""
 
-        def positive_int(name: str) -> None:
+        def integer(name: str, low: int) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-        def non_negative_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                kind = "a positive integer" if low == 1 else "a non-negative integer"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
 
         for name in (
             "epochs",
@@ -184,40 +240,17 @@ class TrainAgentConfig:
             "rollouts_per_epoch",
             "steps_k",
             "buffer_retain_epochs",
-            "hidden_dim",
-            "num_critics",
+            "checkpoint_every",
         ):
-            positive_int(name)
-        positive_int("checkpoint_every")
+            integer(name, 1)
         for name in ("eval_every", "save_every"):
-            non_negative_int(name)
+            integer(name, 0)
         if self.eval_max_steps is not None:
-            positive_int("eval_max_steps")
+            integer("eval_max_steps", 1)
         if not (0.0 <= self.dataset_ratio <= 1.0) or math.isnan(self.dataset_ratio):
             raise ValueError(f"dataset_ratio must be in [0, 1], got {self.dataset_ratio!r}")
-        if self.eta < 0 or not math.isfinite(self.eta):
-            raise ValueError(f"eta must be a finite number >= 0, got {self.eta!r}")
-        if self.eta > 0 and self.num_critics < 2:
-            raise ValueError(
-                f"num_critics must be >= 2 when eta > 0 (the diversity term compares pairs of "
-                f"critics), got num_critics={self.num_critics} with eta={self.eta}; "
-                "use --eta 0 for a single critic"
-            )
-        if not (0.0 <= self.gamma <= 1.0):
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        if not (0.0 < self.tau <= 1.0):
-            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
-        for name in ("actor_lr", "critic_lr", "alpha_lr"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not (self.max_action > 0 and math.isfinite(self.max_action)):
-            raise ValueError(f"max_action must be a positive number, got {self.max_action!r}")
-        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
-            raise ValueError(f"target_entropy must be finite or None, got {self.target_entropy!r}")
-        for name in ("auto_alpha", "save", "deterministic", "wandb", "quiet"):
+        super().validate()
+        for name in ("save", "deterministic", "wandb", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.save and not self.save_path:
@@ -236,9 +269,10 @@ class TrainAgentConfig:
                 "load_model_dir must be given: a directory written by `eor train-model`"
             )
 
-    def learner_kwargs(self) -> dict[str, Any]:
-        """The learner group, as keyword arguments for `RAVLConfig`."""
-        return {name: getattr(self, name) for name in LEARNER_FIELDS}
+    def learner_config(self, obs_dim: int, act_dim: int) -> RAVLConfig:
+        """The learner's `RAVLConfig`: this config's learner group and the env's shapes."""
+        learner = {f.name: getattr(self, f.name) for f in fields(RAVLHyperparams)}
+        return RAVLConfig(obs_dim=obs_dim, act_dim=act_dim, **learner)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -252,22 +286,6 @@ class TrainAgentConfig:
     def replace(self, **changes: Any) -> TrainAgentConfig:
         return dataclasses.replace(self, **changes)
 
-
-LEARNER_FIELDS: tuple[str, ...] = (
-    "hidden_dim",
-    "num_critics",
-    "gamma",
-    "tau",
-    "eta",
-    "actor_lr",
-    "critic_lr",
-    "alpha_lr",
-    "max_action",
-    "alpha",
-    "auto_alpha",
-    "target_entropy",
-)
-"""TrainAgentConfig fields that are RAVLConfig fields of the same name."""
 
 REFERENCE_FIELDS: dict[str, str] = {
     "project": "wandb_project",

@@ -40,7 +40,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -76,45 +76,66 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @dataclass
-class RAVLConfig:
-    """Hyperparameters of the RAVL learner (docs/algorithm.md §3 defaults)."""
+class RAVLHyperparams:
+    """The RAVL learner's hyperparameters (docs/algorithm.md §3 defaults), without the shapes.
 
-    # --- shapes ---
-    obs_dim: int
-    act_dim: int
-    hidden_dim: int = 256
-    num_critics: int = 10
+    Declared once, here: `RAVLConfig` adds the env's shapes, and `eor train-agent`'s
+    `TrainAgentConfig` inherits these fields (its options; each `help` is the option's help).
+    """
+
+    hidden_dim: int = field(
+        default=256, metadata={"help": "Width of the actor's and critics' three hidden layers."}
+    )
+    num_critics: int = field(
+        default=10, metadata={"help": "Critics in the ensemble (N); >= 2 when eta > 0."}
+    )
     # --- objective ---
-    gamma: float = 0.99
-    tau: float = 5e-3
-    eta: float = 1.0
-    """Weight of the EDAC diversity term; 0 disables it (and then one critic is allowed)."""
-    max_action: float = 1.0
-    target_entropy: float | None = None
-    """H̄ of the α loss; None means −act_dim."""
-    auto_alpha: bool = True
-    """Learn α (log α initialised at 0, as the reference); False keeps α = `alpha` fixed."""
-    alpha: float = 0.1
-    """The fixed α when auto_alpha is False (ignored otherwise, as in the reference)."""
-    # --- optimisation (Adam) ---
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def entropy_target(self) -> float:
-        """The target entropy H̄ in use: `target_entropy`, or −act_dim when that is None."""
-        return -float(self.act_dim) if self.target_entropy is None else float(self.target_entropy)
+    gamma: float = field(default=0.99, metadata={"help": "Discount factor."})
+    tau: float = field(default=5e-3, metadata={"help": "Polyak rate of the target critics."})
+    eta: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the EDAC diversity term (0 disables it, and then one "
+            "critic is allowed)."
+        },
+    )
+    actor_lr: float = field(default=3e-4, metadata={"help": "Actor learning rate (Adam)."})
+    critic_lr: float = field(default=3e-4, metadata={"help": "Critic learning rate (Adam)."})
+    alpha_lr: float = field(
+        default=3e-4, metadata={"help": "Entropy temperature learning rate (Adam)."}
+    )
+    # Every supported env's action box is [-1, 1]: beyond it MuJoCo clips the controls (the
+    # control cost uses the action as given), as with the reference.
+    max_action: float = field(
+        default=1.0,
+        metadata={
+            "help": "The actor acts in [-max_action, max_action] (tanh output scaled), in "
+            "rollouts and evaluation."
+        },
+    )
+    alpha: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fixed entropy coefficient, used when auto_alpha is False (ignored "
+            "otherwise, as in the reference)."
+        },
+    )
+    auto_alpha: bool = field(
+        default=True,
+        metadata={
+            "help": "Learn the entropy coefficient (log alpha starts at 0, as the "
+            "reference); False: alpha fixed."
+        },
+    )
+    target_entropy: float | None = field(
+        default=None,
+        metadata={"help": "Target entropy of the alpha loss [default: -action dim]."},
+    )
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field and the range it must be in."""
-        for name in ("obs_dim", "act_dim", "hidden_dim", "num_critics"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("hidden_dim", "num_critics"):
+            _positive_int(self, name)
 
         def number(name: str) -> float:
             value = getattr(self, name)
@@ -134,7 +155,7 @@ class RAVLConfig:
             raise ValueError(
                 f"num_critics must be >= 2 when eta > 0 (the diversity term compares pairs of "
                 f"critics), got num_critics={self.num_critics} with eta={self.eta}; "
-                "set eta=0 for a single critic"
+                "set eta to 0 (--eta 0) for a single critic"
             )
         if number("max_action") <= 0.0:
             raise ValueError(f"max_action must be > 0, got {self.max_action!r}")
@@ -147,6 +168,34 @@ class RAVLConfig:
             raise ValueError(f"auto_alpha must be True or False, got {self.auto_alpha!r}")
         if number("alpha") < 0.0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
+
+
+def _positive_int(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(kw_only=True)
+class RAVLConfig(RAVLHyperparams):
+    """The learner's full config: its hyperparameters and the env's shapes."""
+
+    obs_dim: int
+    act_dim: int
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def entropy_target(self) -> float:
+        """The target entropy H̄ in use: `target_entropy`, or −act_dim when that is None."""
+        return -float(self.act_dim) if self.target_entropy is None else float(self.target_entropy)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field and the range it must be in."""
+        for name in ("obs_dim", "act_dim"):
+            _positive_int(self, name)
+        super().validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

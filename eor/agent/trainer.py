@@ -17,26 +17,24 @@ a checkpoint of the exact state (mid-epoch if need be) and returns; `--resume` t
 if nothing happened. A second Ctrl-C (or a KeyboardInterrupt raised inside an update) stops at
 once and still saves the current state. A non-finite loss stops the run with
 `NonFiniteLossError`, leaving the last good checkpoint (end of the previous epoch) in place.
+
+The loop's helpers live beside it, one job each: `eor.agent.setup` (loading and cross-checking
+the env, model and data), `eor.agent.runlog` (metrics.jsonl, wandb, summary.json),
+`eor.agent.checkpoint` (the checkpoint files), `eor.mixed_batch` (the batches).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
 import eor
 from eor.agent.checkpoint import (
@@ -52,358 +50,41 @@ from eor.agent.checkpoint import (
 )
 from eor.agent.config import TrainAgentConfig
 from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
-from eor.agent.ravl import LOGGED_KEYS
-from eor.agent.ravl import NonFiniteLossError as LearnerNonFiniteLossError
+from eor.agent.ravl import LOGGED_KEYS, NonFiniteLossError
 from eor.agent.rollout import rollout_phase
+from eor.agent.runlog import RunLog, import_wandb, jsonable, versions
+from eor.agent.setup import (
+    Components,
+    TrainingSetupError,
+    build_components,
+    build_learner,
+    check_model_dims,
+    check_sizes,
+    default_run_dir,
+    deterministic_torch,
+    model_identity,
+    recorded_zero_contact_forces,
+    resolve_device,
+    resume_config,
+    seed_everything,
+)
 from eor.fileio import atomic_write_json
+from eor.mixed_batch import MixedBatchSampler
+
+__all__ = [
+    "Components",
+    "NonFiniteLossError",
+    "TRAIN_KEYS",
+    "Trainer",
+    "TrainingSetupError",
+    "build_components",
+    "evaluates_after",
+    "model_identity",
+    "train_agent",
+]
 
 TRAIN_KEYS: tuple[str, ...] = LOGGED_KEYS
 """docs/algorithm.md §3's logged learner values, in the "train" records (the learner's LOGGED_KEYS)."""
-
-# Run-group fields that `--resume` may change; the others define the run and must match.
-RESUME_OVERRIDABLE: frozenset[str] = frozenset(
-    {
-        "epochs",
-        "device",
-        "eval_every",
-        "eval_episodes",
-        "eval_max_steps",
-        "save_every",
-        "checkpoint_every",
-        "log_every",
-        "wandb",
-        "wandb_project",
-        "wandb_group",
-        "save",
-        "save_path",
-        "quiet",
-        "deterministic",
-    }
-)
-
-
-class NonFiniteLossError(LearnerNonFiniteLossError):
-    """A loss became NaN or inf; the run stopped and its last good checkpoint was kept."""
-
-
-class TrainingSetupError(ValueError):
-    """The run cannot start: bad model dir, mismatching model or dataset, bad run dir, ..."""
-
-
-# ----------------------------------------------------------------------------- helpers
-def resolve_device(device: str) -> torch.device:
-    """ "auto" -> cuda if visible, else cpu; anything else is checked to exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise TrainingSetupError(f"device: not a torch device: {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingSetupError(
-            f"device {device!r} requested but CUDA is not available here; use --device cpu "
-            "(or auto: CUDA when visible, else the CPU)"
-        )
-    return dev
-
-
-def build_learner(
-    config: TrainAgentConfig, obs_dim: int, act_dim: int, device: torch.device
-) -> Any:
-    """The RAVL learner for `config` (its learner group of fields) on `device`."""
-    from eor.agent.ravl import RAVL, RAVLConfig
-
-    rc = RAVLConfig(obs_dim=obs_dim, act_dim=act_dim, **config.learner_kwargs())
-    return RAVL(rc, device=device, seed=config.seed)
-
-
-def versions() -> dict[str, str]:
-    import gymnasium
-    import mujoco
-
-    return {
-        "eor": eor.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__,
-        "mujoco": mujoco.__version__,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    """Floats for JSON: tensors and numpy scalars to Python, NaN/inf to None (strict JSON)."""
-    if isinstance(value, Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, fsync, os.replace)."""
-    atomic_write_json(path, _jsonable(obj), sort_keys=True)
-
-
-class MetricsLog:
-    """Append-only metrics.jsonl; one flushed line per record.
-
-    `offset` (bytes written so far) goes into each checkpoint; a resumed run truncates the file
-    back to it, so records written after the last checkpoint are not duplicated.
-    """
-
-    def __init__(self, path: Path, truncate_to: int | None = None) -> None:
-        self.path = path
-        if truncate_to is not None and path.exists():
-            with open(path, "r+b") as f:
-                f.truncate(truncate_to)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
-
-    @property
-    def offset(self) -> int:
-        return self._file.tell()
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class WandbMirror:
-    """Mirrors every metrics record to Weights & Biases as `<kind>/<key>` at step = updates.
-
-    wandb is imported lazily; `WANDB_MODE=offline` works as with any wandb run.
-    """
-
-    def __init__(self, config: dict[str, Any], run_dir: Path, run_id: str | None) -> None:
-        self._wandb = import_wandb()
-        self.run = self._wandb.init(
-            project=config.get("wandb_project", "RAVL"),
-            group=config.get("wandb_group"),
-            name=config.get("name_expanded") or run_dir.name,  # the reference's run name
-            dir=str(run_dir),
-            config=config,
-            id=run_id,
-            resume="allow",
-        )
-        self.run_id: str | None = getattr(self.run, "id", run_id)
-
-    def log(self, record: dict[str, Any]) -> None:
-        kind = record["kind"]
-        data = {
-            f"{kind}/{k}": v
-            for k, v in _jsonable(record).items()
-            if k not in ("kind",) and isinstance(v, (int, float))
-        }
-        self._wandb.log(data, step=int(record["updates"]))
-
-    def summary(self, summary: dict[str, Any]) -> None:
-        for k, v in _jsonable(summary).items():
-            if isinstance(v, (int, float, str)):
-                self.run.summary[k] = v
-
-    def finish(self) -> None:
-        self._wandb.finish()
-
-
-def import_wandb() -> Any:
-    """`import wandb`, or a clear error saying how to install it."""
-    try:
-        import wandb
-    except ImportError as exc:
-        raise TrainingSetupError(
-            "--wandb needs the wandb package, which is not installed: "
-            "pip install 'eor[wandb]' (or pip install wandb); set WANDB_MODE=offline to log "
-            f"without an account ({exc})"
-        ) from None
-    return wandb
-
-
-class MixedBatchSampler:
-    """Mixed batches as torch tensors: `sample_mixed([real, model], [n_real, n_model])`.
-
-    The C++ sampler writes straight into preallocated arrays. On CPU the returned tensors are
-    `torch.from_numpy` views of them (no copy; valid until the next `sample`). On CUDA the
-    arrays are pinned and copied with `non_blocking=True`; two slots alternate, and a slot is
-    rewritten only after the CUDA event of its last copy has completed.
-    """
-
-    KEYS = ("obs", "act", "rew", "next_obs", "done")
-
-    def __init__(self, real: Any, model: Any, n_real: int, n_model: int, device: torch.device):
-        self.device = device
-        self.cuda = device.type == "cuda"
-        pairs = [(b, n) for b, n in ((real, n_real), (model, n_model)) if n > 0]
-        self.buffers = [b for b, _ in pairs]
-        self.counts = [n for _, n in pairs]
-        batch = n_real + n_model
-        shapes = {
-            "obs": (batch, real.obs_dim),
-            "act": (batch, real.act_dim),
-            "rew": (batch,),
-            "next_obs": (batch, real.obs_dim),
-            "done": (batch,),
-        }
-        self._slots: list[dict[str, Tensor]] = []
-        for _ in range(2 if self.cuda else 1):
-            self._slots.append(
-                {
-                    k: torch.empty(s, dtype=torch.float32, pin_memory=self.cuda)
-                    for k, s in shapes.items()
-                }
-            )
-        self._arrays = [{k: t.numpy() for k, t in slot.items()} for slot in self._slots]
-        self._events = [torch.cuda.Event() if self.cuda else None for _ in self._slots]
-        self._next = 0
-
-    def sample(self) -> dict[str, Tensor]:
-        i = self._next
-        self._next = (i + 1) % len(self._slots)
-        event = self._events[i]
-        if event is not None:
-            event.synchronize()  # the copy from this slot two batches ago is done
-        eor.sample_mixed(self.buffers, self.counts, out=self._arrays[i])
-        if not self.cuda:
-            return dict(self._slots[i])
-        batch = {k: t.to(self.device, non_blocking=True) for k, t in self._slots[i].items()}
-        assert event is not None
-        event.record()
-        return batch
-
-
-# ----------------------------------------------------------------------------- components
-@dataclass
-class Components:
-    """What a run trains on: the env, the real data and the dynamics model."""
-
-    env_spec: Any
-    real_buffer: Any
-    model: Any
-    dataset_name: str
-    dataset_source: str
-    dataset_checksum: str | None = None
-    model_info: dict[str, Any] | None = None
-    """Identity of the dynamics model (from its meta.json): weights sha256, its dataset, elites."""
-    contact_forces_missing: bool = False
-    """The dataset's contact-force columns are all zero (ant; `eor.data.contact_forces_missing`):
-    the run's envs then zero them too (`Trainer.zero_contact_forces`)."""
-
-
-def build_components(config: TrainAgentConfig, device: torch.device) -> Components:
-    """Load and cross-check the env, the dynamics model and the dataset (before any training)."""
-    import eor.data
-    import eor.dynamics
-    from eor.envs import get_env
-
-    try:
-        spec = get_env(config.env_name)
-    except (ValueError, TypeError) as exc:
-        raise TrainingSetupError(f"env_name: {exc}") from None
-    model_dir = Path(str(config.load_model_dir))
-    if not model_dir.is_dir():
-        raise TrainingSetupError(
-            f"load_model_dir: {model_dir} is not a directory; train a model first with "
-            f"`eor train-model --env_name {config.env_name} --save_path {model_dir}`"
-        )
-    try:
-        model = eor.dynamics.load(model_dir, env=config.env_name, device=str(device))
-    except (ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as exc:
-        raise TrainingSetupError(
-            f"load_model_dir: cannot use the model in {model_dir}: {exc}"
-        ) from None
-    check_model_dims(model, spec, model_dir)
-    source = config.dataset or config.env_name
-    try:
-        ds = eor.data.load_dataset(source, env=spec)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise TrainingSetupError(f"dataset: cannot load {source!r}: {exc}") from None
-    if ds.observations.shape[1] != spec.obs_dim or ds.actions.shape[1] != spec.act_dim:
-        raise TrainingSetupError(
-            f"dataset {source!r} has obs/act dims {ds.observations.shape[1]}/{ds.actions.shape[1]}"
-            f", but {spec.name} needs {spec.obs_dim}/{spec.act_dim}"
-        )
-    return Components(
-        env_spec=spec,
-        real_buffer=ds.to_buffer(seed=config.seed),
-        model=model,
-        dataset_name=str(ds.name),
-        dataset_source=str(ds.source),
-        dataset_checksum=ds.checksum,
-        model_info=model_identity(model_dir, model),
-        contact_forces_missing=ds.contact_forces_missing,
-    )
-
-
-def model_identity(model_dir: Path, model: Any = None) -> dict[str, Any] | None:
-    """What identifies a saved dynamics model, from its meta.json (None if unreadable).
-
-    A model converted on the fly from the reference's format (eor.dynamics.reference_format)
-    has no meta.json: its record is the conversion's model_info ("format": "reference").
-    A directory written by `eor convert-model` adds "converted_from".
-    """
-    converted = (getattr(model, "meta", None) or {}).get("model_info")
-    if converted is not None:
-        return dict(converted)
-    try:
-        meta = json.loads((model_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
-    identity = {
-        "weights_sha256": (meta.get("sha256") or {}).get("weights"),
-        "dataset": (meta.get("dataset") or {}).get("name"),
-        "dataset_checksum": (meta.get("dataset") or {}).get("checksum"),
-        "elites": meta.get("elites"),
-        "epoch": meta.get("epoch"),
-    }
-    reference = (meta.get("dataset") or {}).get("reference")
-    if reference is not None:
-        identity["converted_from"] = {
-            k: reference.get(k)
-            for k in ("format", "source_dir", "pickle", "weights_sha256", "pickle_sha256")
-        }
-    return identity
-
-
-def check_model_dims(model: Any, spec: Any, where: Any = "the dynamics model") -> None:
-    """Refuse a dynamics model whose obs/act dims are not the env's."""
-    if (model.obs_dim, model.act_dim) != (spec.obs_dim, spec.act_dim):
-        raise TrainingSetupError(
-            f"load_model_dir: the dynamics model in {where} has obs_dim={model.obs_dim}, "
-            f"act_dim={model.act_dim}, but env {spec.name} has obs_dim={spec.obs_dim}, "
-            f"act_dim={spec.act_dim}; it was trained for another environment"
-        )
-
-
-def check_sizes(config: TrainAgentConfig, real_len: int) -> None:
-    """Dataset and buffer sizes against the config (clear errors before any training)."""
-    if config.rollouts_per_epoch > real_len:
-        raise TrainingSetupError(
-            f"rollouts_per_epoch ({config.rollouts_per_epoch}) exceeds the dataset size "
-            f"({real_len} transitions); start states are drawn without replacement"
-        )
-    if config.num_real > real_len:
-        raise TrainingSetupError(
-            f"batch_size * dataset_ratio = {config.num_real} real samples per batch exceed the "
-            f"dataset size ({real_len})"
-        )
-    if config.num_model > config.model_buffer_capacity:
-        raise TrainingSetupError(
-            f"the model buffer (rollouts_per_epoch * steps_k * buffer_retain_epochs = "
-            f"{config.model_buffer_capacity}) is smaller than the {config.num_model} model "
-            "samples each batch needs"
-        )
-
-
-def default_run_dir(config: TrainAgentConfig) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.env_name}-s{config.seed}-{stamp}"
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -438,7 +119,6 @@ class Trainer:
             )
         self.run_dir = run_dir
         self.config.run_dir = str(run_dir)
-        self._prev_determinism: tuple[bool, int] | None = None
         if config.wandb:
             import_wandb()  # fail early, with the install hint
 
@@ -451,7 +131,7 @@ class Trainer:
         self.zero_contact_forces = decide_zero_contact_forces(
             spec,
             detected=self.components.contact_forces_missing,
-            recorded=_recorded_zero_contact_forces(_checkpoint, run_dir) if resuming else None,
+            recorded=recorded_zero_contact_forces(_checkpoint, run_dir) if resuming else None,
             dataset=self.components.dataset_name,
         )
         self.obs_dim, self.act_dim = int(spec.obs_dim), int(spec.act_dim)
@@ -459,7 +139,7 @@ class Trainer:
         self.real_buffer = self.components.real_buffer
         check_sizes(config, len(self.real_buffer))
 
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.learner = build_learner(config, self.obs_dim, self.act_dim, self.device)
         self.model_buffer = eor.ReplayBuffer(
             config.model_buffer_capacity, self.obs_dim, self.act_dim, seed=config.seed + 1
@@ -493,9 +173,10 @@ class Trainer:
                 raise TrainingSetupError(f"save_path: {exc}") from None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        write_json(self.run_dir / "config.json", self._config_record())
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", truncate_to=metrics_offset)
-        self.wandb: WandbMirror | None = None
+        atomic_write_json(
+            self.run_dir / "config.json", jsonable(self._config_record()), sort_keys=True
+        )
+        self.log = RunLog(self.run_dir, truncate_to=metrics_offset)
         self._eval_envs: list[Any] | None = None
         # On CUDA, losses stay on the device between log steps (no sync per update).
         self.check_every_update = self.device.type != "cuda"
@@ -513,8 +194,8 @@ class Trainer:
     ) -> Trainer:
         """Continue the run in `run_dir` from checkpoints/latest.pt.
 
-        overrides: run settings to change (e.g. a larger `epochs`); only RESUME_OVERRIDABLE
-        fields may differ from the saved config.
+        overrides: run settings to change (e.g. a larger `epochs`); only `RESUME_OVERRIDABLE`
+        fields (`eor.agent.setup`) may differ from the saved config.
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -526,22 +207,8 @@ class Trainer:
                 "a run writes one at the end of each epoch and on Ctrl-C"
             )
         ckpt = load_checkpoint(ckpt_path)
-        config = TrainAgentConfig.from_dict(ckpt["config"])
-        for key, value in (overrides or {}).items():
-            if not hasattr(config, key):
-                raise TrainingSetupError(f"resume: unknown setting {key!r}")
-            if key not in RESUME_OVERRIDABLE and getattr(config, key) != value:
-                raise TrainingSetupError(
-                    f"resume: {key} cannot change when resuming (saved {getattr(config, key)!r}, "
-                    f"given {value!r}); allowed: {', '.join(sorted(RESUME_OVERRIDABLE))}"
-                )
-            setattr(config, key, value)
-        config.run_dir = str(run_dir)
-        if config.epochs < ckpt["counters"]["epochs_done"]:
-            raise TrainingSetupError(
-                f"epochs: the run already finished {ckpt['counters']['epochs_done']} epochs; "
-                f"cannot resume with --epochs {config.epochs}"
-            )
+        epochs_done = int(ckpt["counters"]["epochs_done"])
+        config = resume_config(ckpt["config"], overrides or {}, run_dir, epochs_done)
         return cls(config, components=components, _checkpoint=ckpt)
 
     def _config_record(self) -> dict[str, Any]:
@@ -563,25 +230,6 @@ class Trainer:
             "zero_contact_forces": self.zero_contact_forces,
         }
 
-    def _apply_determinism(self) -> None:
-        if not self.config.deterministic:
-            return
-        self._prev_determinism = (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.get_num_threads(),
-        )
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        # A fixed thread count fixes the reduction order of CPU kernels.
-        torch.set_num_threads(1)
-
-    def _restore_determinism(self) -> None:
-        if self._prev_determinism is not None:
-            enabled, threads = self._prev_determinism
-            torch.use_deterministic_algorithms(enabled)
-            torch.set_num_threads(threads)
-            self._prev_determinism = None
-
     # ------------------------------------------------------------------ checkpoints
     def _counters(self) -> dict[str, Any]:
         return {
@@ -590,10 +238,10 @@ class Trainer:
             "rollout_done": self.rollout_done,
             "total_updates": self.total_updates,
             "elapsed_s": self.elapsed(),
-            "metrics_offset": self.metrics.offset,
+            "metrics_offset": self.log.offset,
             "last_eval": self.last_eval,
             "best_eval": self.best_eval,
-            "wandb_id": self.wandb.run_id if self.wandb else self.wandb_id,
+            "wandb_id": self.log.wandb_id(self.wandb_id),
             "name_expanded": self.name_expanded,
         }
 
@@ -692,9 +340,7 @@ class Trainer:
             "time": self.elapsed(),
             **values,
         }
-        self.metrics.write(record)
-        if self.wandb is not None:
-            self.wandb.log(record)
+        self.log.write(record)
         return record
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -731,16 +377,27 @@ class Trainer:
         Raises NonFiniteLossError on a NaN/inf loss. Returns normally after Ctrl-C, with
         summary["status"] == "interrupted" and a checkpoint to resume from.
         """
+        with deterministic_torch(self.config.deterministic):
+            summary = self._train()
+        if self._status == "interrupted":
+            print(
+                f"Stopped after {self.total_updates} updates; checkpoint saved. "
+                f"Continue with: eor train-agent --resume {self.run_dir}",
+                file=sys.stderr,
+            )
+        return summary
+
+    def _train(self) -> dict[str, Any]:
+        """The loop, with its stops: Ctrl-C (checkpoint), NaN (no save), any other error."""
         cfg = self.config
         self._start = time.perf_counter()
         self._saved_epochs = self.epochs_done
-        self._apply_determinism()
         previous_handler = None
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         if cfg.wandb:
             record = {**self._config_record(), "name_expanded": self.name_expanded}
-            self.wandb = WandbMirror(record, self.run_dir, self.wandb_id)
+            self.log.start_wandb(record, self.wandb_id)
         pbar = self._progress_bar()
         self._status = "running"
         summary: dict[str, Any] = {}
@@ -753,14 +410,14 @@ class Trainer:
             self._status = "interrupted"
             try:
                 self.learner.raise_if_nonfinite()  # never save a state with a NaN loss behind it
-            except LearnerNonFiniteLossError as exc:
+            except NonFiniteLossError as exc:
                 self._status = "failed_nonfinite"
-                self._write_summary()
+                self.log.write_summary(self.summary())
                 raise self._nonfinite_error(exc) from exc
             self.save_checkpoint()
-        except LearnerNonFiniteLossError as exc:
+        except NonFiniteLossError as exc:
             self._status = "failed_nonfinite"
-            self._write_summary()
+            self.log.write_summary(self.summary())
             raise self._nonfinite_error(exc) from exc
         except Exception:
             self._status = "failed"  # summary.json says so; the last checkpoint is untouched
@@ -769,22 +426,13 @@ class Trainer:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
             pbar.close()
-            self._restore_determinism()
             for env in self._eval_envs or []:
                 env.close()
             self._eval_envs = None
             if self._status != "failed_nonfinite":
-                summary = self._write_summary()
-            self.metrics.close()
-            if self.wandb is not None:
-                self.wandb.summary(summary)
-                self.wandb.finish()
-        if self._status == "interrupted":
-            print(
-                f"Stopped after {self.total_updates} updates; checkpoint saved. "
-                f"Continue with: eor train-agent --resume {self.run_dir}",
-                file=sys.stderr,
-            )
+                summary = self.summary()
+                self.log.write_summary(summary)
+            self.log.close(summary)
         return summary
 
     def _loop(self, pbar: Any) -> None:
@@ -925,37 +573,12 @@ class Trainer:
             "zero_contact_forces": self.zero_contact_forces,
         }
 
-    def _write_summary(self) -> dict[str, Any]:
-        summary = self.summary()
-        write_json(self.run_dir / "summary.json", summary)
-        return summary
-
-
-def _recorded_zero_contact_forces(ckpt: dict[str, Any] | None, run_dir: Path) -> bool | None:
-    """The zero_contact_forces decision a run recorded: in its checkpoint, else in its
-    config.json; None for a run from before it was recorded."""
-    value = (ckpt or {}).get("zero_contact_forces")
-    if value is None:
-        try:
-            value = json.loads((run_dir / "config.json").read_text()).get("zero_contact_forces")
-        except (OSError, ValueError, AttributeError):
-            value = None
-    return None if value is None else bool(value)
-
 
 def evaluates_after(epoch: int, eval_every: int, epochs: int) -> bool:
     """Whether the run evaluates after (1-based) `epoch`: as the reference (`epoch % eval_every
     == 0` on its 0-based epoch), after the 1st, (eval_every + 1)-th, (2·eval_every + 1)-th, ...
     epoch, and always after the last; eval_every 0 evaluates only after the last."""
     return bool(eval_every and (epoch - 1) % eval_every == 0) or epoch == epochs
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - seeds third-party users of the global stream
-    torch.manual_seed(seed)
 
 
 def train_agent(
