@@ -50,7 +50,7 @@ def _critics(n: int, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tens
 
 
 def _flops(n: int, with_td: bool) -> float:
-    """Multiply-adds ×2 of the closed-form path (see eor.fused_critic): forward, δ chain, v,
+    """Multiply-adds ×2 of the closed-form path (see eor.ops.critic_closed_form): forward, δ chain, v,
     the e chain and the weight-gradient GEMMs."""
     d, h, a, b = OBS_DIM + ACT_DIM, HIDDEN, ACT_DIM, BATCH
     per = d * h + 2 * h * h + h  # forward

@@ -14,8 +14,8 @@ A shared input is read with member stride 0, never copied E times. dz is recompu
 (dy, y or z) inside both backward kernels instead of being written to memory once.
 
 Kernels: `_ensemble_linear_fwd_kernel`, `_ensemble_linear_bwd_dx_kernel`,
-`_ensemble_linear_bwd_dw_kernel`; launchers `ensemble_linear_fwd`, `ensemble_linear_bwd`;
-`EnsembleLinearFn` (torch.autograd.Function). `eor.ops.ensemble_linear` dispatches here on CUDA.
+`_ensemble_linear_bwd_dw_kernel`; launchers `ensemble_linear_fwd`, `ensemble_linear_bwd`.
+`eor.ops.ensemble_linear` dispatches here on CUDA (its autograd.Function calls both launchers).
 """
 
 from __future__ import annotations
@@ -354,24 +354,3 @@ def ensemble_linear_bwd(
             INPUT_PRECISION=prec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         )  # fmt: skip
     return dx, dw, db
-
-
-class EnsembleLinearFn(torch.autograd.Function):
-    """y = act(x @ W + b) per member with the Triton forward and backward kernels.
-
-    apply(x `[E, B, I]` or `[B, I]`, weight `[E, I, O]`, bias `[E, O]`, activation) -> `[E, B, O]`.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, activation: str) -> Tensor:  # type: ignore[override]
-        y, saved = ensemble_linear_fwd(x, weight, bias, activation)
-        ctx.save_for_backward(x, weight, y, saved)
-        ctx.activation = activation
-        return y
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):  # type: ignore[override]
-        x, weight, y, saved = ctx.saved_tensors
-        needs = tuple(bool(n) for n in ctx.needs_input_grad[:3])
-        dx, dw, db = ensemble_linear_bwd(dy, x, weight, y, saved, ctx.activation, needs)  # type: ignore[arg-type]
-        return dx, dw, db, None

@@ -1,5 +1,5 @@
 """The RAVL critic loss (TD + η·EDAC diversity) of eor.ops and its closed-form torch path
-(eor.fused_critic), against the autograd double-backward reference of eor.ref and by hand.
+(eor.ops.critic_closed_form), against the autograd double-backward reference of eor.ref and by hand.
 
 Tolerances: float64 results must equal the reference to 1e-10 relative (rounding only: the
 closed form is exact algebra); float32 results must be within 1e-4 relative / 1e-5 of the
@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from eor import ops, ref
-from eor.fused_critic import critic_loss_grads
+from eor.ops import backend
+from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
 from tests.helpers import assert_close_verbose
 
 
@@ -421,7 +422,7 @@ def test_explicit_triton_without_gpu_or_interpreter_raises(monkeypatch) -> None:
     with pytest.raises(ops.BackendUnavailableError, match="TRITON_INTERPRET"):
         ops.diversity_loss(obs, act, weights, biases)
     monkeypatch.setenv("EOR_BACKEND", "auto")  # auto on CPU: the torch closed form
-    assert ops._choose_backend("critic_loss", obs) == "torch"
+    assert backend._choose_backend("critic_loss", obs) == "torch"
     assert ops.backend_report("cpu")["diversity_loss"] == "torch"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from eor import ops, ref
+from eor.ops import backend
 from tests.helpers import assert_close_verbose
 
 
@@ -22,7 +23,7 @@ def tensors():
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EOR_BACKEND", raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(ops, "_TRITON_BROKEN", {})
+    monkeypatch.setattr(backend, "_TRITON_BROKEN", {})
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_backend_values_on_cpu(monkeypatch, tensors, value, expected) -> None:
     if value is not None:
         monkeypatch.setenv("EOR_BACKEND", value)
     for op in ("ensemble_linear", "ensemble_mlp", "gaussian_ensemble_forward"):
-        assert ops._choose_backend(op, tensors[0]) == expected
+        assert backend._choose_backend(op, tensors[0]) == expected
     assert ops.backend_report("cpu")["ensemble_linear"] == expected
 
 
@@ -80,21 +81,21 @@ def test_explicit_triton_without_gpu_or_interpreter_raises(monkeypatch, tensors)
 def test_explicit_triton_with_interpreter_is_chosen(monkeypatch, tensors) -> None:
     monkeypatch.setenv("EOR_BACKEND", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert ops._choose_backend("ensemble_linear", tensors[0]) == "triton"
+    assert backend._choose_backend("ensemble_linear", tensors[0]) == "triton"
 
 
 def test_explicit_triton_without_the_package(monkeypatch, tensors) -> None:
     monkeypatch.setenv("EOR_BACKEND", "triton")
-    monkeypatch.setattr(ops, "_triton_importable", lambda: False)
+    monkeypatch.setattr(backend, "_triton_importable", lambda: False)
     with pytest.raises(ops.BackendUnavailableError, match="not installed"):
-        ops._choose_backend("ensemble_linear", torch.empty(0, device="meta"))
+        backend._choose_backend("ensemble_linear", torch.empty(0, device="meta"))
 
 
 def test_auto_prefers_triton_only_on_cuda(monkeypatch) -> None:
-    assert ops._choose_backend_on("ensemble_linear", torch.device("cuda")) == "triton"
-    assert ops._choose_backend_on("ensemble_linear", torch.device("cpu")) == "torch"
-    monkeypatch.setattr(ops, "_triton_importable", lambda: False)
-    assert ops._choose_backend_on("ensemble_linear", torch.device("cuda")) == "torch"
+    assert backend._choose_backend_on("ensemble_linear", torch.device("cuda")) == "triton"
+    assert backend._choose_backend_on("ensemble_linear", torch.device("cpu")) == "torch"
+    monkeypatch.setattr(backend, "_triton_importable", lambda: False)
+    assert backend._choose_backend_on("ensemble_linear", torch.device("cuda")) == "torch"
 
 
 def test_auto_falls_back_quietly_when_triton_fails(monkeypatch, tensors) -> None:
@@ -105,17 +106,17 @@ def test_auto_falls_back_quietly_when_triton_fails(monkeypatch, tensors) -> None
         calls.append(name)
         raise RuntimeError("simulated compile failure")
 
-    monkeypatch.setattr(ops, "_kernels", broken_kernels)
+    monkeypatch.setattr(backend, "load_kernels", broken_kernels)
     monkeypatch.setattr(
-        ops,
+        backend,
         "_choose_backend_on",
-        lambda op, device: "torch" if (op, device.type) in ops._TRITON_BROKEN else "triton",
+        lambda op, device: "torch" if (op, device.type) in backend._TRITON_BROKEN else "triton",
     )
     x, w, b = tensors
     out = ops.ensemble_mlp(x, [w], [b], "relu")
     assert_close_verbose(out, ref.ensemble_mlp_ref(x, [w], [b], "relu"), name="fallback")
     assert calls == ["ensemble_mlp"]
-    assert "simulated compile failure" in ops._TRITON_BROKEN[("ensemble_mlp", "cpu")]
+    assert "simulated compile failure" in backend._TRITON_BROKEN[("ensemble_mlp", "cpu")]
     ops.ensemble_mlp(x, [w], [b], "relu")
     assert calls == ["ensemble_mlp"]  # not retried
 
@@ -127,24 +128,24 @@ def test_explicit_triton_failure_is_not_swallowed(monkeypatch, tensors) -> None:
     def broken_kernels(name: str):
         raise RuntimeError("simulated kernel failure")
 
-    monkeypatch.setattr(ops, "_kernels", broken_kernels)
+    monkeypatch.setattr(backend, "load_kernels", broken_kernels)
     with pytest.raises(RuntimeError, match="simulated kernel failure"):
         ops.ensemble_mlp(tensors[0], [tensors[1]], [tensors[2]])
 
 
 def test_register_op_and_dispatch_for_other_ops(monkeypatch, tensors) -> None:
     """How another op (the critic loss) joins the dispatch and the report."""
-    monkeypatch.setattr(ops, "_REGISTRY", dict(ops._REGISTRY))
-    ops.register_op("my_op", triton=False)
+    monkeypatch.setattr(backend, "_REGISTRY", dict(backend._REGISTRY))
+    backend.register_op("my_op", triton=False)
     impls = {"torch": lambda: "fast", "ref": lambda: "slow"}
-    assert ops._dispatch("my_op", impls, tensors[0]) == "fast"
+    assert backend._dispatch("my_op", impls, tensors[0]) == "fast"
     monkeypatch.setenv("EOR_BACKEND", "ref")
-    assert ops._dispatch("my_op", impls, tensors[0]) == "slow"
+    assert backend._dispatch("my_op", impls, tensors[0]) == "slow"
     monkeypatch.setenv("EOR_BACKEND", "triton")  # no Triton kernel: torch, said so
-    assert ops._dispatch("my_op", impls, tensors[0]) == "fast"
+    assert backend._dispatch("my_op", impls, tensors[0]) == "fast"
     assert ops.backend_report("cpu")["my_op"] == "torch (no Triton kernel for this op)"
     with pytest.raises(KeyError, match="register it"):
-        ops._choose_backend("unknown_op", tensors[0])
+        backend._choose_backend("unknown_op", tensors[0])
 
 
 def test_cpu_use_works_without_triton() -> None:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from eor import ops, ref
-from eor.fused_critic import critic_loss_grads
+from eor.ops import backend
+from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
 from tests.test_critic_loss import NAMES, grads_of, make_critics
 
 pytestmark = pytest.mark.interpret
@@ -78,9 +79,9 @@ def _check_critic_loss(n: int, b: int, s: int, a: int, h: int, eta: float, edit=
 
 def test_dispatch_picks_triton_under_interpreter() -> None:
     obs = torch.randn(3, 4)
-    assert ops._choose_backend("critic_loss", obs) == "triton"
-    assert ops._choose_backend("diversity_loss", obs) == "triton"
-    assert ops._kernels("diversity").INTERPRETED is True
+    assert backend._choose_backend("critic_loss", obs) == "triton"
+    assert backend._choose_backend("diversity_loss", obs) == "triton"
+    assert backend.load_kernels("diversity").INTERPRETED is True
 
 
 @pytest.mark.parametrize("n,b,s,a,h,eta", CASES)

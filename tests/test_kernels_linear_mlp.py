@@ -3,8 +3,8 @@ TRITON_INTERPRET=1 on CPU, against eor.ref: outputs and every gradient.
 
 Shapes follow the issue: E in {1, 2, 7}, B in {1, 7, 33}, widths 23, 18 and 31 (prime), plus
 one case at width 200/256 with small E and B. Most cases go through the public ops with
-EOR_BACKEND=triton (dispatch, custom op and kernel together); a few call the launchers and
-`EnsembleLinearFn` directly.
+EOR_BACKEND=triton (dispatch, custom op and kernel together); a few call the launchers
+directly.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from eor import ops, ref
+from eor.ops import backend
 from tests.helpers import assert_close_verbose
 
 pytestmark = pytest.mark.interpret
@@ -35,9 +36,9 @@ def _interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dispatch_picks_triton_under_interpreter() -> None:
     x = torch.randn(3, 4)
-    assert ops._choose_backend("ensemble_linear", x) == "triton"
-    assert ops._choose_backend("ensemble_mlp", x) == "triton"
-    assert ops._kernels("ensemble_linear").INTERPRETED is True
+    assert backend._choose_backend("ensemble_linear", x) == "triton"
+    assert backend._choose_backend("ensemble_mlp", x) == "triton"
+    assert backend.load_kernels("ensemble_linear").INTERPRETED is True
 
 
 @pytest.mark.parametrize("e,b,i,o,shared,activation", LINEAR_CASES)
@@ -61,12 +62,12 @@ def test_linear_forward_and_gradients(e, b, i, o, shared, activation) -> None:
 @pytest.mark.parametrize(
     "needs", [(True, False, False), (False, True, False), (False, False, True)]
 )
-def test_linear_partial_gradients_and_fn(needs) -> None:
-    """EnsembleLinearFn directly, with only some inputs requiring grad."""
-    kernels = ops._kernels("ensemble_linear")
+def test_linear_partial_gradients(needs) -> None:
+    """The Triton autograd path with only some inputs requiring grad: the backward launcher
+    computes just those (the others stay None)."""
     x, w, bias = torch.randn(2, 7, 18), torch.randn(2, 18, 23), torch.randn(2, 23)
     leaves = [t.clone().requires_grad_(n) for t, n in zip((x, w, bias), needs, strict=True)]
-    y = kernels.EnsembleLinearFn.apply(*leaves, "silu")
+    y = ops.ensemble_linear(*leaves, "silu")
     y.sum().backward()
     leaves_ref = [t.clone().requires_grad_(n) for t, n in zip((x, w, bias), needs, strict=True)]
     ref.ensemble_linear_ref(*leaves_ref, "silu").sum().backward()
@@ -100,7 +101,7 @@ def test_mlp_full_min_gathered(monkeypatch, e, b, dims, activation) -> None:
     # Small batches: the min runs fused in the kernel for odd E, as full forward + amin else.
     fused_min_blocks = 0 if e % 2 else 10**9
     monkeypatch.setattr(
-        ops._kernels("ensemble_mlp"), "MIN_ROW_BLOCKS_FOR_FUSED_MIN", fused_min_blocks
+        backend.load_kernels("ensemble_mlp"), "MIN_ROW_BLOCKS_FOR_FUSED_MIN", fused_min_blocks
     )
     weights, biases = _mlp(e, dims)
     x = torch.randn(b, dims[0])
@@ -152,7 +153,7 @@ def test_gathered_block_table_with_empty_members() -> None:
 
 def test_layerwise_fallback_for_unfused_shapes() -> None:
     """Unequal hidden widths and a single layer go layer by layer through the linear kernel."""
-    mlp_kernels = ops._kernels("ensemble_mlp")
+    mlp_kernels = backend.load_kernels("ensemble_mlp")
     weights, biases = _mlp(2, [18, 23, 31, 5])
     assert not mlp_kernels.fused_supported(weights)
     x = torch.randn(7, 18)

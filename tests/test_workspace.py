@@ -9,7 +9,7 @@ import torch
 
 from eor import ops, workspace
 from eor.agent.networks import VectorizedCritic
-from eor.fused_critic import critic_loss_grads
+from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
 
 
 @pytest.fixture(autouse=True)

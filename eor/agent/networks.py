@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from eor import ops
-from eor.workspace import scratch
+from eor.ops import aten
 
 LOG_SIGMA_MIN = -5.0
 LOG_SIGMA_MAX = 2.0
@@ -231,13 +231,10 @@ class VectorizedCritic(nn.Module):
         h = torch.cat([obs, act], dim=-1)  # [B, S+A]
         hidden = []
         for layer, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True)):
-            if h.device.type == "cpu":  # plain torch (ops' CPU path), activations in scratch
-                n_b = (w.shape[0], h.shape[-2], w.shape[2])
-                hx = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h
-                out = scratch(f"critic.h{layer + 1}", n_b, h)
-                h = torch.baddbmm(b.unsqueeze(1), hx, w, out=out).relu_()  # [N, B, H]
-            else:
-                h = ops.ensemble_linear(h, w, b, "relu")  # [N, B, H]
+            # The hidden activations live in this step's own scratch buffers (torch path): they
+            # are read by the backward below and never escape.
+            key = f"actor_step.h{layer + 1}"
+            h = ops.ensemble_linear(h, w, b, "relu", scratch_key=key)  # [N, B, H]
             hidden.append(h)
         q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
         q_min, idx = q.min(dim=0)  # [B], [B]
@@ -273,7 +270,7 @@ class VectorizedCritic(nn.Module):
         for layer in range(len(hidden) - 1, -1, -1):
             # ReLU backward with autograd's own mask convention (h > 0), in place.
             rows = hidden[layer].reshape(n * b, -1).index_select(0, src)  # [B, H_l]
-            torch.ops.aten.threshold_backward.grad_input(delta, rows, 0, grad_input=delta)
+            aten.relu_backward_into(delta, rows, delta)
             w = ws[layer][:, self.obs_dim :, :] if layer == 0 else ws[layer]  # [N, I_l, H_l]
             out = delta.new_empty(delta.shape[0], w.shape[1])  # [B, I_l]
             for i, start, stop in spans:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eor import ops
+from eor.ops import aten
 
 # docs/algorithm.md §2: Adam's coupled L2 per layer (weights only), before `l2_reg_multiplier`.
 HIDDEN_WEIGHT_DECAY: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5)
@@ -94,8 +95,8 @@ def head_nll_grads(
     c = 1.0 / (head.shape[1] * d)
     loss = (logvar + weighted).sum() * c + LOGVAR_LOSS_COEF * (max_logvar.sum() - min_logvar.sum())
     g_lv = weighted.neg_().add_(1.0).mul_(c)  # c·(1 − e²·exp(−lv))
-    g_v = torch.ops.aten.softplus_backward(g_lv, v, 1.0, 20.0)
-    g_u = torch.ops.aten.softplus_backward(g_v.neg(), u, 1.0, 20.0)
+    g_v = aten.softplus_backward(g_lv, v, 1.0, 20.0)
+    g_u = aten.softplus_backward(g_v.neg(), u, 1.0, 20.0)
     if grad_head is None:
         grad_head = torch.empty_like(head)
     torch.mul(err.mul_(inv_var), 2.0 * c, out=grad_head[..., :d])

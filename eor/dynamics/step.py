@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from eor.dynamics.model import DynamicsEnsemble, head_nll_grads
+from eor.ops import aten
 
 
 class _Buffers:
@@ -100,7 +101,7 @@ class ClosedFormStep:
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
             torch.baddbmm(b.unsqueeze(1), h, w, out=buf.z[i])
             if i < last:
-                h = torch.ops.aten.silu.out(buf.z[i], out=buf.a[i])
+                h = aten.silu_into(buf.z[i], buf.a[i])
 
         loss, g, g_max, g_min = head_nll_grads(
             buf.z[last], target, m.max_logvar, m.min_logvar, grad_head=buf.grad_head
@@ -115,5 +116,5 @@ class ClosedFormStep:
             if i > 0:
                 da = buf.scratch[i % 2]
                 torch.bmm(g, weights[i].transpose(1, 2), out=da)
-                g = torch.ops.aten.silu_backward.grad_input(da, buf.z[i - 1], grad_input=da)
+                g = aten.silu_backward_into(da, buf.z[i - 1], da)
         return loss

@@ -359,7 +359,7 @@ class DynamicsTrainer:
         # no autograd, no per-step allocations); with Triton, autograd through its kernels.
         self.closed_form: ClosedFormStep | None = (
             ClosedFormStep(self.model)
-            if ops.backend_report(self.device)["ensemble_linear"] == "torch"
+            if ops.backend_for("ensemble_linear", self.device) == "torch"
             else None
         )
         self._batch_buffers: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}

@@ -1,6 +1,7 @@
 """Closed-form RAVL critic loss (TD + η·EDAC diversity) and all its gradients, without autograd.
 
-The fast torch path behind `eor.ops.critic_loss` and `eor.ops.diversity_loss`. It equals
+`closed_form_grads` is the torch path behind `eor.ops.critic_loss`, `critic_loss_grads` and
+`diversity_loss` (`eor.ops.critic_loss` checks the arguments and dispatches). It equals
 `eor.ref.critic_loss_ref` / `eor.ref.diversity_loss_ref` (autograd double backward) to rounding.
 
 Critics (N of them) are ReLU MLPs on x = concat(s, a), x `[B, D]` with D = S + A, shared by all:
@@ -54,6 +55,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from eor.ops import aten
 from eor.workspace import scratch
 
 EPS = 1e-10  # EDAC's constant in the normalisation ‖∇ₐQ‖ + 1e-10
@@ -62,7 +64,7 @@ EPS = 1e-10  # EDAC's constant in the normalisation ‖∇ₐQ‖ + 1e-10
 def _mask_(grad: Tensor, h: Tensor) -> Tensor:
     """grad ⊙ 1[h > 0] in place (h a ReLU output): autograd's own ReLU-backward kernel, so the
     mask convention (h > 0) is exactly autograd's, in one pass with no new buffer."""
-    return torch.ops.aten.threshold_backward.grad_input(grad, h, 0, grad_input=grad)
+    return aten.relu_backward_into(grad, h, grad)
 
 
 class CriticGrads(NamedTuple):
@@ -126,7 +128,7 @@ def check_critic_args(
 
 
 @torch.no_grad()
-def critic_loss_grads(
+def closed_form_grads(
     obs: Tensor,
     act: Tensor,
     target: Tensor | None,
@@ -161,10 +163,12 @@ def critic_loss_grads(
     x = torch.cat([obs, act], dim=1)  # [B, D]
     shapes = [(n, bsz, w.shape[2]) for w in (w1, w2, w3)]
     h1 = torch.baddbmm(
-        b1.unsqueeze(1), x.expand(n, bsz, d), w1, out=scratch("critic.h1", shapes[0], x)
+        b1.unsqueeze(1), x.expand(n, bsz, d), w1, out=scratch("critic_closed_form.h1", shapes[0], x)
     ).relu_()  # [N, B, H1]
-    h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2, out=scratch("critic.h2", shapes[1], x)).relu_()
-    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic.h3", shapes[2], x))
+    h2 = torch.baddbmm(
+        b2.unsqueeze(1), h1, w2, out=scratch("critic_closed_form.h2", shapes[1], x)
+    ).relu_()
+    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic_closed_form.h3", shapes[2], x))
     skip_q = target is None and not need_q
     if skip_q:  # h3 stays the pre-activation: only its sign is used below
         q = x.new_empty(n, 0)
@@ -184,18 +188,26 @@ def critic_loss_grads(
     # ---- δ chain (input gradient of Σ_b q), shared by the TD backward and the diversity term.
     w4_row = w4.transpose(1, 2)  # [N, 1, H3]
     if skip_q:  # from the pre-activation: the same mask 1[pre3 > 0] = 1[h3 > 0], one pass each
-        m3 = torch.gt(h3, 0, out=scratch("critic.m3", shapes[2], x))  # as a float
-        delta3 = torch.ops.aten.threshold_backward.grad_input(
-            w4_row.expand(shapes[2]), h3, 0, grad_input=h3
+        m3 = torch.gt(h3, 0, out=scratch("critic_closed_form.m3", shapes[2], x))  # as a float
+        delta3 = aten.relu_backward_into(
+            w4_row.expand(shapes[2]), h3, h3
         )  # [N, B, H3] = m3 ⊙ w4ᵀ, over the pre-activation (not needed any more)
     else:
-        m3 = torch.sign(h3, out=scratch("critic.m3", shapes[2], x))  # 1[h3 > 0] as a float
+        m3 = torch.sign(
+            h3, out=scratch("critic_closed_form.m3", shapes[2], x)
+        )  # 1[h3 > 0] as a float
         delta3 = torch.mul(m3, w4_row, out=h3)  # [N, B, H3]; h3 is not needed any more
     delta2 = _mask_(
-        torch.bmm(delta3, w3.transpose(1, 2), out=scratch("critic.delta2", shapes[1], x)), h2
+        torch.bmm(
+            delta3, w3.transpose(1, 2), out=scratch("critic_closed_form.delta2", shapes[1], x)
+        ),
+        h2,
     )  # [N, B, H2]
     delta1 = _mask_(
-        torch.bmm(delta2, w2.transpose(1, 2), out=scratch("critic.delta1", shapes[0], x)), h1
+        torch.bmm(
+            delta2, w2.transpose(1, 2), out=scratch("critic_closed_form.delta1", shapes[0], x)
+        ),
+        h1,
     )  # [N, B, H1]
 
     diversity = zero
@@ -221,9 +233,11 @@ def critic_loss_grads(
     # ---- reverse chain of the diversity term (e_l), then one GEMM per weight gradient.
     if g_v is not None:
         e1 = _mask_(
-            torch.bmm(g_v, w1[:, s_dim:, :], out=scratch("critic.e1", shapes[0], x)), h1
+            torch.bmm(g_v, w1[:, s_dim:, :], out=scratch("critic_closed_form.e1", shapes[0], x)), h1
         )  # [N, B, H1]
-        e2 = _mask_(torch.bmm(e1, w2, out=scratch("critic.e2", shapes[1], x)), h2)  # [N, B, H2]
+        e2 = _mask_(
+            torch.bmm(e1, w2, out=scratch("critic_closed_form.e2", shapes[1], x)), h2
+        )  # [N, B, H2]
         # in place: e1, e2 are not needed any more (diversity_loss passes eta = 1: no pass)
         left2 = e1.mul_(eta) if eta != 1.0 else e1
         left3 = e2.mul_(eta) if eta != 1.0 else e2
@@ -240,7 +254,9 @@ def critic_loss_grads(
     w_out, b_out = out if out is not None else ([None] * 4, [None] * 4)
     m_3 = torch.bmm(left3.transpose(1, 2), m3, out=w_out[2])  # [N, H2, H3] = M
     # [N, 1, H3] = Σ_j W3 ⊙ M, the product in scratch (vecdot would allocate it fresh)
-    dw4 = torch.mul(m_3, w3, out=scratch("critic.m_w3", tuple(m_3.shape), x)).sum(1, keepdim=True)
+    dw4 = torch.mul(m_3, w3, out=scratch("critic_closed_form.m_w3", tuple(m_3.shape), x)).sum(
+        1, keepdim=True
+    )
     dw3 = m_3.mul_(w4_row)  # [N, H2, H3], in place: M is not needed any more
     dw2 = torch.bmm(left2.transpose(1, 2), delta2, out=w_out[1])  # [N, H1, H2]
     if dq is not None:
@@ -292,128 +308,3 @@ def _into(dst: Tensor, src: Tensor) -> Tensor:
     ):
         dst.copy_(src)
     return dst
-
-
-def _critic_loss_grads_list(
-    obs: Tensor,
-    act: Tensor,
-    target: Tensor | None,
-    weights: list[Tensor],
-    biases: list[Tensor],
-    eta: float,
-    need_grads: bool,
-    use_triton: bool,
-) -> list[Tensor]:
-    """[td, diversity, q] (+ the 4 weight and 4 bias gradients if need_grads); the body of the
-    custom op `eor::critic_loss_grads`, called directly in eager mode (the custom op's
-    dispatch costs about 0.1 ms a call); use_triton runs `eor.kernels.diversity`."""
-    if use_triton:
-        from eor import ops  # the kernel module is loaded (and re-loaded) by the dispatch
-
-        fn = ops._kernels("diversity").critic_loss_grads_triton
-    else:
-        fn = critic_loss_grads
-    # Without a target (the diversity term alone) nobody reads Q: it is left out.
-    out = CriticGrads(
-        *fn(
-            obs, act, target, weights, biases, eta, need_grads=need_grads, need_q=target is not None
-        )
-    )
-    tensors = [out.td, out.diversity, out.q]
-    if need_grads:
-        assert out.weight_grads is not None and out.bias_grads is not None
-        tensors += [*out.weight_grads, *out.bias_grads]
-    return tensors
-
-
-_critic_loss_grads_op = torch.library.custom_op("eor::critic_loss_grads", mutates_args=())(
-    _critic_loss_grads_list
-)
-"""The closed-form critic loss as one opaque op, for torch.compile and CUDA graphs."""
-
-
-@_critic_loss_grads_op.register_fake
-def _(obs, act, target, weights, biases, eta, need_grads, use_triton):  # type: ignore[no-untyped-def]
-    q_shape = (weights[0].shape[0], obs.shape[0] if target is not None else 0)
-    out = [obs.new_empty(()), obs.new_empty(()), obs.new_empty(q_shape)]
-    if need_grads:
-        out += [torch.empty_like(w) for w in weights] + [torch.empty_like(b) for b in biases]
-    return out
-
-
-class _ClosedFormLossFn(torch.autograd.Function):
-    """loss = L_td + η·L_div as a scalar whose backward returns the precomputed gradients.
-
-    forward computes the gradients eagerly (closed form, no graph); backward scales them by
-    grad_output. obs / act / target get no gradient.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        obs: Tensor,
-        act: Tensor,
-        target: Tensor | None,
-        eta: float,
-        use_triton: bool,
-        *params: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        weights, biases = list(params[:4]), list(params[4:])
-        need = any(ctx.needs_input_grad[5:])  # type: ignore[attr-defined]
-        op = (
-            torch.ops.eor.critic_loss_grads
-            if torch.compiler.is_compiling()
-            else _critic_loss_grads_list
-        )
-        td, div, q, *grads = op(obs, act, target, weights, biases, eta, need, use_triton)
-        if need:
-            # Kept as a plain attribute (they are no inputs or outputs) and dropped in backward,
-            # so the engine can take them over as .grad without a copy.
-            ctx.grads = grads  # type: ignore[attr-defined]
-        loss = td + eta * div if eta > 0 else td.clone()
-        ctx.mark_non_differentiable(td, div, q)
-        return loss, td, div, q
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor, *_: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        grads = getattr(ctx, "grads", None)
-        if grads is None:
-            raise RuntimeError(
-                "critic loss: backward ran twice through the same loss (its closed-form "
-                "gradients are handed over on the first backward); recompute the loss"
-            )
-        ctx.grads = None  # type: ignore[attr-defined]
-        # loss.backward() passes exactly 1: hand the gradients over as they are (no N·H² copies).
-        # Checked on CPU only, where reading the value costs no device sync, and not while
-        # torch.compile traces (the value is data there, not a number).
-        if (
-            not torch.compiler.is_compiling()
-            and grad_loss.device.type == "cpu"
-            and grad_loss.item() == 1.0
-        ):
-            return (None, None, None, None, None, *grads)
-        return (None, None, None, None, None, *(g * grad_loss for g in grads))
-
-
-def critic_loss_fused(
-    obs: Tensor,
-    act: Tensor,
-    target: Tensor | None,
-    weights: Sequence[Tensor],
-    biases: Sequence[Tensor],
-    eta: float,
-    *,
-    use_triton: bool = False,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(loss, td, diversity, q); loss differentiable w.r.t. weights and biases (closed form).
-
-    The values and gradients come from the custom op ``eor::critic_loss_grads``: the torch
-    closed form (`critic_loss_grads`), or with use_triton the Triton launcher
-    `eor.kernels.diversity.critic_loss_grads_triton` (same contract, float32).
-    """
-    loss, td, div, q = _ClosedFormLossFn.apply(
-        obs, act, target, float(eta), bool(use_triton), *weights, *biases
-    )
-    return loss, td, div, q
