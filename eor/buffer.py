@@ -1,4 +1,4 @@
-"""The replay buffer: a thin, documented wrapper over the C++ core in `eor._core`.
+"""The replay buffer: a thin, documented wrapper around the C++ core in `eor._core`.
 
 A `ReplayBuffer` is a fixed-capacity FIFO ring of float32 transitions
 
@@ -11,6 +11,10 @@ float32 arrays (`torch.from_numpy` makes tensors without a copy); pass `out=` to
 arrays you own (for example numpy views of pinned torch tensors, see `torch_batch`) so the hot
 loop allocates nothing. The GIL is released while adding and sampling, and each buffer has a
 lock, so one thread may add while another samples.
+
+`ReplayBuffer` holds a `eor._core.ReplayBufferCore` in `_cpp` (composition, not inheritance): the core's
+shape and storage are fixed for its life, `load` builds a new buffer, and the `fields()` views
+keep the core, hence the memory they read, alive.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ __all__ = [
 ]
 
 
-class ReplayBuffer(_core.ReplayBufferCore):
+class ReplayBuffer:
     """Fixed-capacity FIFO buffer of `(obs, act, rew, next_obs, done)` float32 transitions.
 
     Args:
@@ -53,10 +57,63 @@ class ReplayBuffer(_core.ReplayBufferCore):
 
     Slots: while not full, slots `[0, len)` hold the rows in insertion order; once full, the
     next row goes to slot `position`. Indices (`sample_indices`, `gather`) are slots.
+
+    Not picklable or copyable (a copy would share the C++ memory): use `save` and `load`.
     """
 
+    __slots__ = ("_cpp",)
+
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0) -> None:
-        super().__init__(capacity, obs_dim, act_dim, seed)
+        self._cpp = _core.ReplayBufferCore(capacity, obs_dim, act_dim, seed)
+
+    @classmethod
+    def _wrap(cls, core: _core.ReplayBufferCore) -> ReplayBuffer:
+        buf = cls.__new__(cls)
+        buf._cpp = core
+        return buf
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "ReplayBuffer cannot be pickled or copied (a copy would share its C++ memory); "
+            "use buf.save(path) and ReplayBuffer.load(path)"
+        )
+
+    def __len__(self) -> int:
+        return len(self._cpp)
+
+    @property
+    def capacity(self) -> int:
+        """Number of transitions kept."""
+        return self._cpp.capacity
+
+    @property
+    def obs_dim(self) -> int:
+        """S, the observation width."""
+        return self._cpp.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        """A, the action width."""
+        return self._cpp.act_dim
+
+    @property
+    def row_width(self) -> int:
+        """Floats per stored transition: 2S + A + 2."""
+        return self._cpp.row_width
+
+    @property
+    def seed(self) -> int:
+        """The seed the generator started from."""
+        return self._cpp.seed
+
+    @property
+    def position(self) -> int:
+        """The slot the next added row goes to."""
+        return self._cpp.position
+
+    def clear(self) -> None:
+        """Empty the buffer; its memory, capacity and generator are kept."""
+        self._cpp.clear()
 
     def __repr__(self) -> str:
         return (
@@ -87,7 +144,7 @@ class ReplayBuffer(_core.ReplayBufferCore):
         count of such rows, and nothing is stored; with `drop_nonfinite=True` those rows are
         skipped and the return value counts only the rows stored.
         """
-        return self._add(obs, act, rew, next_obs, done, drop_nonfinite)
+        return self._cpp.add(obs, act, rew, next_obs, done, drop_nonfinite)
 
     @classmethod
     def from_arrays(
@@ -137,13 +194,13 @@ class ReplayBuffer(_core.ReplayBufferCore):
 
         Raises ValueError on an empty buffer, or when more distinct rows are asked than stored.
         """
-        return self._sample(batch_size, replace, out)
+        return self._cpp.sample(batch_size, replace, out)
 
     def sample_obs(
         self, n: int, *, replace: bool = False, out: np.ndarray | None = None
     ) -> np.ndarray:
         """Observations of n distinct random transitions, `[n, S]` float32: rollout start states."""
-        return self._sample_obs(n, replace, out)
+        return self._cpp.sample_obs(n, replace, out)
 
     def sample_indices(self, k: int, *, replace: bool = False) -> np.ndarray:
         """The slots that `sample(k, replace=replace)` would read, `[k]` int64.
@@ -151,11 +208,11 @@ class ReplayBuffer(_core.ReplayBufferCore):
         It advances the generator exactly as `sample` does: after `state = get_state()`,
         `gather(sample_indices(k))` equals `set_state(state); sample(k)`.
         """
-        return self._sample_indices(k, replace)
+        return self._cpp.sample_indices(k, replace)
 
     def gather(self, indices: Any, *, out: Mapping[str, np.ndarray] | None = None) -> Batch:
         """The transitions in the given slots (each in `[0, len)`, else IndexError)."""
-        return self._gather(indices, out)
+        return self._cpp.gather(indices, out)
 
     def empty_batch(self, batch_size: int) -> Batch:
         """Freshly allocated arrays shaped like `sample(batch_size)`'s result, for `out=`."""
@@ -167,15 +224,17 @@ class ReplayBuffer(_core.ReplayBufferCore):
         """Read-only numpy views of the stored slots `[0, len)`, one per field, no copy.
 
         For statistics (e.g. `fields()["obs"].mean(0)`). Rows are in slot order, not insertion
-        order, once the buffer has wrapped. Do not read them while another thread adds.
+        order, once the buffer has wrapped. Each view keeps the buffer's memory alive, even after
+        the buffer itself is gone; it shows later adds to the slots it covers (copy it to keep
+        a snapshot). Do not read them while another thread adds.
         """
-        return self._fields()
+        return self._cpp.fields()
 
     # ------------------------------------------------------------------ generator state
 
     def get_state(self) -> dict[str, Any]:
         """The generator state, for exact resume: `{"bit_generator": "xoshiro256**", "state": [4 ints]}`."""
-        return {"bit_generator": "xoshiro256**", "state": list(self._rng_state())}
+        return {"bit_generator": "xoshiro256**", "state": list(self._cpp.rng_state())}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore a state from `get_state()` (the contents are not touched)."""
@@ -184,7 +243,7 @@ class ReplayBuffer(_core.ReplayBufferCore):
                 "set_state: expected a dict from get_state() with bit_generator 'xoshiro256**', "
                 f"got {state!r}"
             )
-        self._set_rng_state(list(state["state"]))
+        self._cpp.set_rng_state(list(state["state"]))
 
     # ------------------------------------------------------------------ files
 
@@ -194,11 +253,12 @@ class ReplayBuffer(_core.ReplayBufferCore):
         Format: a 120-byte header (magic, version, dims, counters, generator state, checksums)
         then the `len` stored rows. The file appears atomically (written to `path.tmp`, renamed).
         """
-        self._save(os.fspath(path))
+        self._cpp.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReplayBuffer:
-        """Read a buffer written by `save`: same contents, position, size and generator state.
+        """A new buffer read from a file written by `save`: the file's capacity, dims, contents,
+        position, size, seed and generator state.
 
         A missing file raises FileNotFoundError; a truncated, corrupt or foreign file raises
         `eor.buffer.BufferFileError` (a ValueError) saying which check failed.
@@ -206,9 +266,7 @@ class ReplayBuffer(_core.ReplayBufferCore):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"load: no replay buffer file at {path!r}")
-        buf = cls(1, 1, 1)
-        buf._load_into(path)
-        return buf
+        return cls._wrap(_core.ReplayBufferCore.load(path))
 
 
 def sample_mixed(
@@ -225,7 +283,17 @@ def sample_mixed(
     (it may then be empty). Each buffer's own generator is used. Returns the same dict as
     `ReplayBuffer.sample(sum(counts))`, or `out` filled in.
     """
-    return _core._sample_mixed(buffers, counts, replace, out)
+    try:
+        cores = [b._cpp for b in buffers]
+    except AttributeError:
+        for i, b in enumerate(buffers):
+            if not isinstance(b, ReplayBuffer):
+                raise TypeError(
+                    f"sample_mixed: buffers[{i}] must be an eor.ReplayBuffer, "
+                    f"got {type(b).__name__}"
+                ) from None
+        raise
+    return _core.sample_mixed(cores, counts, replace, out)
 
 
 def empty_batch(batch_size: int, obs_dim: int, act_dim: int) -> Batch:

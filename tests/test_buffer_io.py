@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -214,10 +218,51 @@ def test_fields_are_read_only_views_that_keep_the_buffer_alive() -> None:
     buf = filled(capacity=50, n=20)
     views = buf.fields()
     obs = buf.fields()["obs"].copy()
-    with pytest.raises(ValueError):
-        views["obs"][0, 0] = 1.0
+    for k in FIELDS:
+        assert not views[k].flags.writeable, k
+        with pytest.raises(ValueError):
+            views[k][0] = 1.0
+        with pytest.raises(ValueError):  # and cannot be made writeable
+            views[k].setflags(write=True)
     del buf
+    gc.collect()
     np.testing.assert_array_equal(views["obs"], obs)  # still valid: the view owns a reference
+
+
+def test_load_builds_a_new_buffer_and_views_keep_their_memory(tmp_path: Path) -> None:
+    """`load` once filled a 1x1x1 buffer in place (`_load_into`), which freed the memory under
+    any live `fields()` view of that buffer (reading the view then crashed). Now a buffer's shape
+    and memory are fixed for its life: no method loads into an existing buffer, and a view reads
+    valid memory whatever happens to its buffer."""
+    buf = filled(capacity=50, n=20, seed=1)
+    views = buf.fields()
+    want = {k: v.copy() for k, v in views.items()}
+    path = tmp_path / "big.eorbuf"
+    filled(capacity=5000, n=3000, s=4, a=1, seed=2).save(path)
+    loaded = eor.ReplayBuffer.load(path)
+    assert (loaded.capacity, loaded.obs_dim, loaded.act_dim, len(loaded)) == (5000, 4, 1, 3000)
+    assert (buf.capacity, buf.obs_dim, buf.act_dim, len(buf)) == (50, 3, 2, 20)
+    for obj in (buf, buf._cpp, eor._core.ReplayBufferCore):
+        assert [n for n in dir(obj) if "load" in n.lower()] in ([], ["load"]), obj
+    del buf
+    gc.collect()
+    for k in FIELDS:
+        np.testing.assert_array_equal(views[k], want[k], err_msg=k)
+
+
+def test_load_returns_the_callers_class(tmp_path: Path) -> None:
+    class MyBuffer(eor.ReplayBuffer):
+        pass
+
+    filled().save(tmp_path / "b.eorbuf")
+    assert type(MyBuffer.load(tmp_path / "b.eorbuf")) is MyBuffer
+    assert type(eor.ReplayBuffer.load(tmp_path / "b.eorbuf")) is eor.ReplayBuffer
+
+
+@pytest.mark.parametrize("how", [pickle.dumps, copy.copy, copy.deepcopy])
+def test_pickling_or_copying_is_refused(how: Callable[[object], object]) -> None:
+    with pytest.raises(TypeError, match=r"cannot be pickled or copied .* use buf.save\(path\)"):
+        how(filled())
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,17 @@
 // Memory is reserved with mmap (calloc off Linux), which the OS backs lazily: a 10M-transition
 // HalfCheetah buffer reserves 1.9 GB of address space but commits only the pages written to.
 //
-// Thread safety: every public method takes the buffer's mutex, so add() from one thread and
-// sample() from another never see a half-written row. sample_mixed locks one buffer at a time.
+// Thread safety. The shape (capacity, obs_dim, act_dim, row width and stride), the seed and the
+// storage are fixed when a buffer is built (load() builds a new one; nothing reallocates or
+// reshapes a live buffer), so their accessors, and add()'s reads of the capacity and dims, take no
+// lock. add()'s NaN/inf check reads only the caller's rows and runs before the lock. Every read or
+// write of the rows, size, position or generator takes the buffer's mutex: add(), sample(),
+// sample_obs(), sample_indices(), gather(), clear(), size(), position(), rng_state(),
+// set_rng_state() and save(); so add() from one thread and sample() from another never see a
+// half-written row. Not covered: data() hands out the raw storage without the lock (reading it
+// while another thread adds is a data race); the *_locked methods expect the caller to hold
+// lock(); the caller's input and output arrays are the caller's to guard. sample_mixed locks one
+// buffer at a time, so its parts are not one snapshot across buffers.
 #pragma once
 
 #include <algorithm>
@@ -232,9 +241,14 @@ class ReplayBuffer {
 
   ReplayBuffer(std::size_t capacity, std::size_t obs_dim, std::size_t act_dim,
                std::uint64_t seed = 0)
-      : seed_(seed), rng_(seed) {
-    allocate(capacity, obs_dim, act_dim);
-  }
+      : capacity_(at_least_one(capacity, "capacity")),
+        obs_dim_(at_least_one(obs_dim, "obs_dim")),
+        act_dim_(act_dim),
+        width_(2 * obs_dim_ + act_dim_ + 2),
+        stride_(padded_stride(width_)),
+        seed_(seed),
+        data_(allocate_rows(capacity_, stride_)),
+        rng_(seed) {}
 
   ReplayBuffer(const ReplayBuffer&) = delete;
   ReplayBuffer& operator=(const ReplayBuffer&) = delete;
@@ -391,14 +405,8 @@ class ReplayBuffer {
 
   /// Reads a file written by save(). Every header field and both checksums are verified before
   /// anything is used; a truncated, corrupt or foreign file throws BufferFileError.
+  /// The result is a new buffer: no live buffer is ever reshaped or has its storage replaced.
   static std::unique_ptr<ReplayBuffer> load(const std::string& path) {
-    auto buf = std::make_unique<ReplayBuffer>(1, 1, 1, 0);
-    buf->load_into(path);
-    return buf;
-  }
-
-  /// load() into this object, replacing its capacity, dimensions, contents and generator.
-  void load_into(const std::string& path) {
     require_little_endian();
     const std::string where = "load " + path + ": ";
     detail::FilePtr f(std::fopen(path.c_str(), "rb"));
@@ -451,9 +459,12 @@ class ReplayBuffer {
     Xoshiro256 rng;
     rng.set_state({v[6], v[7], v[8], v[9]});
 
-    const auto w = static_cast<std::size_t>(width), rows = static_cast<std::size_t>(size);
-    const std::size_t stride = padded_stride(w);
-    auto data = allocate_rows(static_cast<std::size_t>(capacity), stride);
+    // No other thread can see `buf` before it is returned: its fields are set without the lock.
+    auto buf = std::make_unique<ReplayBuffer>(static_cast<std::size_t>(capacity),
+                                              static_cast<std::size_t>(obs_dim),
+                                              static_cast<std::size_t>(act_dim), v[5]);
+    const std::size_t w = buf->width_, stride = buf->stride_, rows = static_cast<std::size_t>(size);
+    float* data = buf->data_.get();
     detail::Hasher payload_hash;
     std::vector<float> pack;
     for (std::size_t lo = 0; lo < rows; lo += kChunkRows) {
@@ -464,24 +475,16 @@ class ReplayBuffer {
       }
       payload_hash.update(pack.data(), pack.size() * sizeof(float));
       for (std::size_t r = 0; r < n; ++r) {
-        std::memcpy(data.get() + (lo + r) * stride, pack.data() + r * w, w * sizeof(float));
+        std::memcpy(data + (lo + r) * stride, pack.data() + r * w, w * sizeof(float));
       }
     }
     if (payload_hash.digest() != detail::get_u64(header + 104)) {
       throw BufferFileError(where + "data checksum mismatch: the file is corrupt");
     }
-
-    std::lock_guard<std::mutex> lock(mu_);
-    capacity_ = static_cast<std::size_t>(capacity);
-    obs_dim_ = static_cast<std::size_t>(obs_dim);
-    act_dim_ = static_cast<std::size_t>(act_dim);
-    width_ = w;
-    stride_ = stride;
-    size_ = rows;
-    pos_ = static_cast<std::size_t>(pos);
-    seed_ = v[5];
-    rng_ = rng;
-    data_ = std::move(data);
+    buf->size_ = rows;
+    buf->pos_ = static_cast<std::size_t>(pos);
+    buf->rng_ = rng;
+    return buf;
   }
 
   // ---- for sample_mixed: callers lock with lock() and use the *_locked methods.
@@ -496,15 +499,9 @@ class ReplayBuffer {
   }
 
  private:
-  void allocate(std::size_t capacity, std::size_t obs_dim, std::size_t act_dim) {
-    if (capacity == 0) throw std::invalid_argument("capacity must be >= 1, got 0");
-    if (obs_dim == 0) throw std::invalid_argument("obs_dim must be >= 1, got 0");
-    capacity_ = capacity;
-    obs_dim_ = obs_dim;
-    act_dim_ = act_dim;
-    width_ = 2 * obs_dim + act_dim + 2;
-    stride_ = padded_stride(width_);
-    data_ = allocate_rows(capacity_, stride_);
+  static std::size_t at_least_one(std::size_t n, const char* name) {
+    if (n == 0) throw std::invalid_argument(std::string(name) + " must be >= 1, got 0");
+    return n;
   }
 
   /// Floats per slot. A row that starts mid cache line touches one line more than it needs
@@ -611,10 +608,12 @@ class ReplayBuffer {
     }
   }
 
-  std::size_t capacity_ = 0, obs_dim_ = 0, act_dim_ = 0, width_ = 0, stride_ = 0;
+  // Fixed for the buffer's life (const): see "Thread safety" at the top.
+  const std::size_t capacity_, obs_dim_, act_dim_, width_, stride_;
+  const std::uint64_t seed_;
+  const detail::Storage data_;
+  // Guarded by mu_.
   std::size_t size_ = 0, pos_ = 0;
-  std::uint64_t seed_ = 0;
-  detail::Storage data_;
   Xoshiro256 rng_;
   DistinctSampler sampler_;
   std::vector<std::int64_t> scratch_;
