@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from eor.cli import main
 from eor.data import collect
 from eor.dynamics import DynamicsConfig, load, read_meta
-from eor.dynamics.train import UNUSED_REFERENCE_SWITCHES
+from eor.dynamics.config import UNUSED_REFERENCE_SWITCHES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,3 +169,25 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(in_store: Path, device: str)
     result = _invoke(*SMALL, "--device", device)
     assert result.exit_code == 2, result.output
     assert f"{device} was asked for but no CUDA device is visible" in result.output
+
+
+def test_option_help_is_the_config_field_help() -> None:
+    """Every DynamicsConfig field that is an option shows its field's metadata help (the one
+    source), and every field has one."""
+    import dataclasses
+    import re
+
+    wide = {"terminal_width": 2000, "max_content_width": 2000}
+    out = " ".join(CliRunner().invoke(main, ["train-model", "--help"], **wide).output.split())
+    out = out[out.index("Options:") :]
+    shown = 0
+    for field in dataclasses.fields(DynamicsConfig):
+        assert field.metadata["help"], field.name
+        match = re.search(rf"--{field.name}[ ,]", out)
+        if match is None:  # eor's own stopping-rule constants and dtype are not options
+            assert field.name in ("max_epochs_since_update", "improvement_threshold",
+                                  "lr_decay", "dtype")  # fmt: skip
+            continue
+        assert out.index(field.metadata["help"], match.start()) - match.start() < 150, field.name
+        shown += 1
+    assert shown == len(dataclasses.fields(DynamicsConfig)) - 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -213,20 +214,21 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
 ) -> None:
     ds = load_dataset(data_file)
     path = tmp_path / "run"
-    real = dio._write_json
+    real = dio.atomic_write_json
     calls = {"meta": 0}
 
-    def flaky(p: Path, obj: object) -> None:
-        if p.name == "meta.json":
+    def flaky(p: Path, obj: object, **kwargs: Any) -> None:
+        if Path(p).name == "meta.json":
             calls["meta"] += 1
             if calls["meta"] == 3:  # epoch 0 and 1 written; die while writing epoch 2's meta
                 raise _Crash("disk full")
-        real(p, obj)
+        real(p, obj, **kwargs)
 
-    monkeypatch.setattr(dio, "_write_json", flaky)
+    monkeypatch.setattr(dio, "atomic_write_json", flaky)
     with pytest.raises(_Crash):
         train_to_dir(_config(), ds, path, checkpoint_interval=0)
-    monkeypatch.setattr(dio, "_write_json", real)
+    assert calls["meta"] == 3
+    monkeypatch.setattr(dio, "atomic_write_json", real)
     meta = read_meta(path)
     assert meta["epoch"] == 1
     load(path, allow_unfinished=True)  # sha256 of the referenced files still match

@@ -37,6 +37,22 @@ def test_help_has_example_and_both_spellings() -> None:
     assert "train-agent" in CliRunner().invoke(main, ["--help"]).output
 
 
+def test_option_help_is_the_field_help_in_config_order() -> None:
+    """Each option's help is its TrainAgentConfig field's metadata help (the one source), and
+    the options keep their groups' order: run, data mix, rollouts, then the learner."""
+    wide = {"terminal_width": 2000, "max_content_width": 2000}
+    out = " ".join(CliRunner().invoke(main, ["train-agent", "--help"], **wide).output.split())
+    out = out[out.index("Options:") :]
+    for field in dataclasses.fields(TrainAgentConfig):
+        assert field.metadata["help"], field.name
+        match = re.search(rf"--{field.name}[ ,]", out)
+        assert match is not None, field.name
+        option = match.start()  # its help follows its spellings and type
+        assert out.index(field.metadata["help"], option) - option < 150, field.name
+    first = ["--env_name", "--batch_size", "--load_model_dir", "--hidden_dim", "--target_entropy"]
+    assert sorted(first, key=out.index) == first
+
+
 class _Captured(Exception):
     pass
 

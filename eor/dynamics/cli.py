@@ -10,6 +10,7 @@ a value as pyrallis does (`--save_model False`, `--save_model true`) or stand al
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import tempfile
@@ -19,9 +20,9 @@ from typing import Any
 
 import click
 
-from eor.dynamics.train import BOOTSTRAP_MODES, DynamicsConfig
+from eor.dynamics.config import BOOTSTRAP_MODES, DynamicsConfig
 
-_DEFAULTS = DynamicsConfig()
+_FIELDS = {f.name: f for f in dataclasses.fields(DynamicsConfig)}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -46,6 +47,14 @@ def _bool_opt(name: str, default: bool, help: str, *extra: str):  # noqa: ANN202
         metavar="[True|False]",
         help=help,
     )
+
+
+def _field(name: str, *extra: str, **kw: Any):  # noqa: ANN202 - a click decorator
+    """The option of DynamicsConfig field `name`: its default and its `metadata["help"]`."""
+    f = _FIELDS[name]
+    if f.type in ("bool", bool):
+        return _bool_opt(name, bool(f.default), f.metadata["help"], *extra)
+    return _opt(name, *extra, default=f.default, help=f.metadata["help"], **kw)
 
 
 def _resolve_device(device: str) -> str:
@@ -75,53 +84,25 @@ def _resolve_device(device: str) -> str:
 
 
 @click.command("train-model")
-@_opt("env_name", default=_DEFAULTS.env_name, help="env or D4RL dataset name")
-@_opt(
-    "dataset",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    show_default=False,
-    help="a D4RL-format .hdf5/.npz file (default: find the dataset named by --env_name)",
-)
-@_opt("seed", type=int, default=_DEFAULTS.seed)
-@_opt("num_models", type=int, default=_DEFAULTS.num_models, help="ensemble size")
-@_opt("num_elites", type=int, default=_DEFAULTS.num_elites)
-@_opt("filename", default=_DEFAULTS.filename, help="the run's name (recorded in config.json)")
-@_opt(
-    "log_interval",
-    type=int,
-    default=_DEFAULTS.log_interval,
-    help="print a progress line every N epochs (0: never)",
-)
-@_opt(
-    "train_memory",
-    type=int,
-    default=_DEFAULTS.train_memory,
-    help="most training rows allowed (the reference's train buffer size)",
-)
-@_opt(
-    "val_memory",
-    type=int,
-    default=_DEFAULTS.val_memory,
-    help="most holdout rows allowed (the reference's validation buffer size)",
-)
-@_opt("train_val_ratio", type=float, default=_DEFAULTS.train_val_ratio, help="holdout fraction")
-@_opt(
-    "epochs",
-    "--max_epochs",
-    "--max-epochs",
-    type=int,
-    default=_DEFAULTS.epochs,
-    help="hard cap on epochs (--max_epochs is an alias, for short runs)",
-)
-@_opt("min_epochs", type=int, default=_DEFAULTS.min_epochs, help="no early stop before this epoch")
-@_opt("l2_reg_multiplier", type=float, default=_DEFAULTS.l2_reg_multiplier)
-@_opt("model_lr", type=float, default=_DEFAULTS.model_lr)
-@_opt("hidden_dim", type=int, default=_DEFAULTS.hidden_dim)
-@_bool_opt("fix_std", _DEFAULTS.fix_std, "unused by the reference; only False")
-@_bool_opt("model_free", _DEFAULTS.model_free, "unused by the reference; only False")
-@_bool_opt("var_max", _DEFAULTS.var_max, "unused by the reference; only False")
-@_bool_opt("logvar_head", _DEFAULTS.logvar_head, "unused by the reference; only True")
+@_field("env_name")
+@_field("dataset", type=click.Path(dir_okay=False, path_type=Path), show_default=False)
+@_field("seed", type=int)
+@_field("num_models", type=int)
+@_field("num_elites", type=int)
+@_field("filename")
+@_field("log_interval", type=int)
+@_field("train_memory", type=int)
+@_field("val_memory", type=int)
+@_field("train_val_ratio", type=float)
+@_field("epochs", "--max_epochs", "--max-epochs", type=int)
+@_field("min_epochs", type=int)
+@_field("l2_reg_multiplier", type=float)
+@_field("model_lr", type=float)
+@_field("hidden_dim", type=int)
+@_field("fix_std")
+@_field("model_free")
+@_field("var_max")
+@_field("logvar_head")
 @_bool_opt("save_model", True, "False: train and report, write no model directory")
 @_opt(
     "save_path",
@@ -131,14 +112,8 @@ def _resolve_device(device: str) -> str:
     help="model directory to create [default: trained_dynamics/<env_name>_seed<seed>]",
 )
 @_opt("device", default="auto", help="auto (CUDA if visible), cpu, cuda, cuda:N")
-@_opt("batch_size", type=int, default=_DEFAULTS.batch_size)
-@_opt(
-    "bootstrap",
-    type=click.Choice(BOOTSTRAP_MODES),
-    default=_DEFAULTS.bootstrap,
-    help="redeal: the E resamples are re-dealt to the members every epoch (the reference's); "
-    "fixed: one resample per member",
-)
+@_field("batch_size", type=int)
+@_field("bootstrap", type=click.Choice(BOOTSTRAP_MODES))
 @_bool_opt("resume", False, "continue the unfinished training saved in --save_path")
 @_opt(
     "checkpoint_interval",
@@ -169,7 +144,8 @@ def train_model(
     from tqdm.auto import tqdm
 
     from eor.data import DatasetError, load_dataset
-    from eor.dynamics.io import DynamicsLoadError, describe, train_to_dir
+    from eor.dynamics.io import DynamicsLoadError, describe
+    from eor.dynamics.run import train_to_dir
     from eor.envs import get_env
     from eor.runtime import tune_malloc
 

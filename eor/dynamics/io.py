@@ -1,4 +1,6 @@
-"""The model directory: atomic checkpoints, loading with checks, and the training run driver.
+"""The model directory: its format, atomic checkpoints, and loading with checks.
+
+The run driver that trains into a model directory is `eor.dynamics.run.train_to_dir`.
 
 A model directory holds (FORMAT_VERSION 1):
 
@@ -27,7 +29,6 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ import numpy as np
 import torch
 
 from eor import __version__
+from eor.dynamics.config import DynamicsConfig
 from eor.dynamics.model import DynamicsEnsemble
-from eor.dynamics.train import DynamicsConfig, DynamicsTrainer
+from eor.dynamics.train import DynamicsTrainer
 from eor.fileio import atomic_torch_save, atomic_write, atomic_write_json, sha256_file
 
 FORMAT = "eor-dynamics"
@@ -51,14 +53,6 @@ class DynamicsLoadError(ValueError):
 
 
 # ----------------------------------------------------------------------------- small file helpers
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj)
-
-
-def _write_torch(path: Path, obj: Any) -> None:
-    atomic_torch_save(obj, path)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -157,14 +151,14 @@ def save_checkpoint(
         path.parent.mkdir(parents=True, exist_ok=True)
         target = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        _write_torch(target / weights_name, state)
+        atomic_torch_save(state, target / weights_name)
         sha["weights"] = sha256_file(target / weights_name)
         if state_name is not None:
-            _write_torch(target / state_name, trainer.state_dict())
+            atomic_torch_save(trainer.state_dict(), target / state_name)
             sha["train_state"] = sha256_file(target / state_name)
         _write_jsonl(target / METRICS, metrics)
-        _write_json(target / CONFIG, trainer.config.to_dict())
-        _write_json(target / META, meta)
+        atomic_write_json(target / CONFIG, trainer.config.to_dict())
+        atomic_write_json(target / META, meta)
         if fresh:
             if path.exists():  # an empty folder made by the user: replace it
                 path.rmdir()
@@ -325,10 +319,8 @@ def _copy_list(dst: Any, src: Any, name: str) -> None:
         _copy(d, s, f"{name}[{i}]")
 
 
-# ----------------------------------------------------------------------------- run driver
-
-
-EpochHook = Callable[[DynamicsTrainer, dict[str, Any]], None]
+# ----------------------------------------------------------------------------- identity
+# What meta.json records of the env and the dataset (a resumed run must match both).
 
 
 def env_identity(env_name: str) -> dict[str, Any]:
@@ -353,114 +345,28 @@ def dataset_identity(ds: Any) -> dict[str, Any]:
     }
 
 
-def train_to_dir(
-    config: DynamicsConfig,
-    dataset: Any,
-    save_path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
-    checkpoint_interval: float = 60.0,
-    on_epoch: EpochHook | None = None,
-    progress: Any = None,
-) -> DynamicsTrainer:
-    """Train on `dataset` (an eor.data.Dataset), checkpointing into `save_path`.
-
-    A checkpoint is written after epoch 0, then after any epoch when `checkpoint_interval`
-    seconds have passed since the last one (0: every epoch), and at the end (final model). With
-    `resume`, the run continues from the directory's checkpoint: model, optimiser,
-    early-stopping state, epoch and RNG, so it ends as the uninterrupted run would.
-    `on_epoch(trainer, metrics)` is called after each epoch (after its checkpoint, if any).
-    `progress`: a tqdm-like object (update(n), set_postfix(dict)) or None.
-    """
-    save_path = Path(save_path)
-    env = env_identity(config.env_name)
-    if dataset.env.name != env["name"]:
-        raise ValueError(
-            f"dataset {dataset.name!r} is for env {dataset.env.name!r}, not {env['name']!r}"
-        )
-    ds_id = dataset_identity(dataset)
-    metrics: list[dict[str, Any]] = []
-    state = None
-    if resume:
-        meta = read_meta(save_path)
-        if meta.get("complete"):
-            raise DynamicsLoadError(
-                f"{str(save_path)!r} has finished training; there is nothing to resume"
-            )
-        saved_checksum = meta.get("dataset", {}).get("checksum")
-        if saved_checksum != ds_id["checksum"]:
-            raise DynamicsLoadError(
-                f"{str(save_path)!r} was trained on a dataset with sha256 {saved_checksum}, "
-                f"but the given dataset has {ds_id['checksum']}; resume needs the same data"
-            )
-        if meta["env"].get("name") != env["name"]:
-            raise DynamicsLoadError(
-                f"{str(save_path)!r} was trained for env {meta['env'].get('name')!r}, not {env['name']!r}"
-            )
-        config = DynamicsConfig.from_saved(json.loads((save_path / CONFIG).read_text()))
-        state = _load_tensor_file(save_path, meta, "train_state")
-        with open(save_path / METRICS) as f:  # lines past the checkpoint were never committed
-            metrics = [
-                r for r in map(json.loads, filter(str.strip, f)) if r["epoch"] <= meta["epoch"]
-            ]
-    elif (save_path / META).exists() or (save_path.exists() and any(save_path.iterdir())):
-        raise FileExistsError(
-            f"--save_path {str(save_path)!r} already exists and is not empty; pass --resume to "
-            "continue its training, or choose another directory"
-        )
-
-    trainer = DynamicsTrainer(
-        config,
-        dataset.observations,
-        dataset.actions,
-        dataset.rewards,
-        dataset.next_observations,
-        env_name=env["name"],
-        device=device,
-    )
-
-    def checkpoint(final: bool) -> None:
-        save_checkpoint(save_path, trainer, env=env, dataset=ds_id, metrics=metrics, final=final)
-
-    if state is not None:
-        trainer.load_state_dict(state)
-        if progress is not None:
-            progress.update(trainer.epoch)
-    else:
-        start = trainer.start()
-        metrics.append(
-            {"epoch": 0, "train_loss": None, **{k: v for k, v in start.items() if k != "epoch"}}
-        )
-        checkpoint(final=False)
-    last_save = time.monotonic()
-    while not trainer.done:
-        row = trainer.run_epoch()
-        metrics.append(row)
-        if not trainer.done and time.monotonic() - last_save >= checkpoint_interval:
-            checkpoint(final=False)
-            last_save = time.monotonic()
-        if progress is not None:
-            _show(progress, trainer, row)
-        if on_epoch is not None:
-            on_epoch(trainer, row)
-    trainer.finish()
-    checkpoint(final=True)
-    return trainer
+# ----------------------------------------------------------------------------- resume
+# What `eor.dynamics.run.train_to_dir(resume=True)` reads of an unfinished directory.
 
 
-def _show(progress: Any, trainer: DynamicsTrainer, row: dict[str, Any]) -> None:
-    mse = sorted(row["holdout_mse"])[: trainer.config.num_elites]
-    progress.update(trainer.epoch - progress.n)
-    progress.set_postfix(
-        {
-            "holdout": f"{float(np.mean(mse)):.4g}",
-            "best_ep": trainer.stopper.last_improvement(),
-            "improving": f"{trainer.stopper.members_improving()}/{trainer.config.num_models}",
-            "lr": f"{trainer.lr:.1e}",
-        },
-        refresh=False,
-    )
+def load_train_state(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The unfinished run's trainer state (`DynamicsTrainer.state_dict`) named by `meta`."""
+    return _load_tensor_file(path, meta, "train_state")
+
+
+def read_config(path: Path) -> DynamicsConfig:
+    """The DynamicsConfig a model directory was trained with (its config.json)."""
+    return DynamicsConfig.from_saved(json.loads((path / CONFIG).read_text()))
+
+
+def read_metrics(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """metrics.jsonl up to the checkpoint `meta` names (lines past it were never committed)."""
+    with open(path / METRICS) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["epoch"] <= meta["epoch"]]
+
+
+# ----------------------------------------------------------------------------- summary
 
 
 def describe(path: str | Path) -> str:

@@ -801,7 +801,7 @@ class _ConvertedRun:
     """What `eor.dynamics.io.save_checkpoint(final=True)` reads of a trainer."""
 
     def __init__(self, model: DynamicsEnsemble, ref: ReferenceModel, info: dict[str, Any]) -> None:
-        from eor.dynamics.train import DynamicsConfig
+        from eor.dynamics.config import DynamicsConfig
 
         fields = DynamicsConfig.__dataclass_fields__
         self.model = model

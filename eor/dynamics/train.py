@@ -22,7 +22,6 @@ bit for bit so that model directories written before the option resume exactly).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,139 +31,10 @@ import torch
 from torch import Tensor
 
 from eor import ops
+from eor.dynamics.config import DTYPES, DynamicsConfig
 from eor.dynamics.model import DynamicsEnsemble, TerminationFn
 from eor.dynamics.step import ClosedFormStep
 from eor.optim import FusedAdam
-
-BOOTSTRAP_MODES = ("redeal", "fixed")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# The reference's EnsembleTrainConfig switches that it defined but never read: eor accepts
-# them at their defaults only (docs/algorithm.md §4).
-UNUSED_REFERENCE_SWITCHES = {
-    "fix_std": False,
-    "model_free": False,
-    "var_max": False,
-    "logvar_head": True,
-}
-
-
-@dataclass
-class DynamicsConfig:
-    """`eor train-model` options: the reference's EnsembleTrainConfig names and defaults
-    (docs/algorithm.md §4), plus eor's own (dataset, batch_size, the stopping rule's constants,
-    bootstrap, dtype)."""
-
-    env_name: str = "halfcheetah-medium-v2"
-    dataset: str | None = None
-    seed: int = 0
-    num_models: int = 7
-    num_elites: int = 5
-    hidden_dim: int = 200
-    epochs: int = 2000
-    min_epochs: int = 350
-    model_lr: float = 1e-3
-    l2_reg_multiplier: float = 1.0
-    train_val_ratio: float = 0.2
-    batch_size: int = 256
-    max_epochs_since_update: int = 5
-    improvement_threshold: float = 0.01
-    lr_decay: float = 0.3
-    bootstrap: str = "redeal"  # "redeal" (the reference's) or "fixed"; see the module doc
-    dtype: str = "float32"  # "float64" for exact comparisons with the reference in tests
-    # The reference's logging fields: recorded in config.json. filename is the run's name;
-    # log_interval: `eor train-model` prints a progress line every log_interval epochs (0: never).
-    filename: str = "ModelBased"
-    log_interval: int = 100
-    # The reference's buffer capacities: a training split (holdout) larger than this is an error.
-    train_memory: int = 2_000_000
-    val_memory: int = 500_000
-    # Defined by the reference but never read there; only these values are accepted.
-    fix_std: bool = False
-    model_free: bool = False
-    var_max: bool = False
-    logvar_head: bool = True
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field and what was expected."""
-        for name in (
-            "num_models",
-            "num_elites",
-            "hidden_dim",
-            "epochs",
-            "batch_size",
-            "train_memory",
-            "val_memory",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.min_epochs < 0:
-            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
-        if self.max_epochs_since_update < 1:
-            raise ValueError(
-                f"max_epochs_since_update must be >= 1, got {self.max_epochs_since_update}"
-            )
-        if self.num_elites > self.num_models:
-            raise ValueError(
-                f"num_elites must be <= num_models, got num_elites={self.num_elites} > "
-                f"num_models={self.num_models}"
-            )
-        if not 0.0 < self.train_val_ratio < 1.0:
-            raise ValueError(f"train_val_ratio must lie in (0, 1), got {self.train_val_ratio}")
-        if not (math.isfinite(self.model_lr) and self.model_lr > 0):
-            raise ValueError(f"model_lr must be a finite number > 0, got {self.model_lr}")
-        if not (math.isfinite(self.l2_reg_multiplier) and self.l2_reg_multiplier >= 0):
-            raise ValueError(
-                f"l2_reg_multiplier must be finite and >= 0, got {self.l2_reg_multiplier}"
-            )
-        if not 0.0 < self.lr_decay <= 1.0:
-            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
-        if not self.improvement_threshold >= 0:
-            raise ValueError(
-                f"improvement_threshold must be >= 0, got {self.improvement_threshold}"
-            )
-        if self.bootstrap not in BOOTSTRAP_MODES:
-            raise ValueError(f"bootstrap must be one of {BOOTSTRAP_MODES}, got {self.bootstrap!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if not isinstance(self.log_interval, int) or self.log_interval < 0:
-            raise ValueError(f"log_interval must be an integer >= 0, got {self.log_interval!r}")
-        for name, supported in UNUSED_REFERENCE_SWITCHES.items():
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
-            if value != supported:
-                raise ValueError(
-                    f"{name} {value} is not implemented in eor: the reference defines {name} "
-                    f"but never uses it; only {supported} (its default) is accepted"
-                )
-
-    def check_memory(self, n_transitions: int) -> None:
-        """The reference's buffer capacities: raise ValueError if the training split of
-        `n_transitions` rows exceeds train_memory, or the holdout exceeds val_memory."""
-        n_holdout = int(n_transitions * self.train_val_ratio)
-        n_train = n_transitions - n_holdout
-        for name, rows, part in (
-            ("train_memory", n_train, "training split"),
-            ("val_memory", n_holdout, "holdout"),
-        ):
-            cap = getattr(self, name)
-            if rows > cap:
-                raise ValueError(
-                    f"{name} is {cap}, but the {part} of this dataset has {rows} rows "
-                    f"({n_transitions} transitions, train_val_ratio {self.train_val_ratio}); "
-                    f"raise {name} to at least {rows}"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> DynamicsConfig:
-        """The config of a model directory's config.json. Directories written before the
-        `bootstrap` option were trained with one fixed resample per member: "fixed"."""
-        return cls(**{"bootstrap": "fixed", **saved})
-
 
 # ----------------------------------------------------------------------------- early stopping
 
