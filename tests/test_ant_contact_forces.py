@@ -21,7 +21,8 @@ import torch
 import eor.dynamics
 from eor.agent.config import TrainAgentConfig
 from eor.agent.evaluate import decide_zero_contact_forces, make_eval_envs
-from eor.agent.trainer import Trainer, build_components
+from eor.agent.setup import build_components
+from eor.agent.trainer import Trainer
 from eor.data import collect, contact_forces_missing, load_dataset, read_raw
 from eor.dynamics import DynamicsEnsemble
 from eor.envs import get_env, make_env

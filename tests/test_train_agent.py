@@ -414,6 +414,32 @@ def test_single_critic_without_diversity_is_allowed(tmp_path: Path) -> None:
     assert all(r["q_policy_std"] == 0.0 for r in train)  # one critic: no spread
 
 
+# config.json as eor wrote it before the learner's fields moved to RAVLHyperparams (a flat dict
+# of every TrainAgentConfig field, plus the run's record keys).
+OLD_CONFIG_JSON = {
+    "env_name": "halfcheetah-medium-v2", "dataset": None, "seed": 7, "device": "auto",
+    "run_dir": None, "epochs": 3000, "updates_per_epoch": 1000, "eval_every": 1,
+    "eval_episodes": 10, "eval_max_steps": None, "checkpoint_every": 1, "save_every": 0,
+    "log_every": 100, "deterministic": False, "wandb": False, "wandb_project": "RAVL",
+    "wandb_group": "test", "name": "ravl", "name_prefix": "", "save": False,
+    "save_path": "./trained_agents", "quiet": False, "batch_size": 256, "dataset_ratio": 0.05,
+    "rollouts_per_epoch": 50000, "steps_k": 5, "buffer_retain_epochs": 5,
+    "load_model_dir": "/m", "hidden_dim": 256, "num_critics": 4, "gamma": 0.99, "tau": 0.005,
+    "eta": 0.5, "actor_lr": 0.0003, "critic_lr": 0.0003, "alpha_lr": 0.0003,
+    "max_action": 1.0, "alpha": 0.1, "auto_alpha": True, "target_entropy": None,
+}  # fmt: skip
+
+
+def test_old_config_json_loads_and_the_format_is_unchanged() -> None:
+    record = {**OLD_CONFIG_JSON, "eor_version": "0.1.0", "obs_dim": 17, "num_real": 12}
+    config = TrainAgentConfig.from_dict(record)
+    assert config.to_dict() == OLD_CONFIG_JSON  # the same flat keys and values
+    assert (config.num_critics, config.eta, config.seed) == (4, 0.5, 7)
+    learner = config.learner_config(obs_dim=17, act_dim=6)
+    assert (learner.num_critics, learner.eta, learner.hidden_dim) == (4, 0.5, 256)
+    assert (learner.obs_dim, learner.act_dim) == (17, 6)
+
+
 def test_missing_model_dir_in_config() -> None:
     with pytest.raises(ValueError, match="load_model_dir must be given"):
         TrainAgentConfig().validate()
