@@ -1,4 +1,5 @@
-"""The run log of a RAVL run: metrics.jsonl, its Weights & Biases mirror and summary.json.
+"""The run log of a RAVL run: metrics.jsonl, its Weights & Biases mirror, summary.json, and
+the progress bar on the terminal.
 
     RUN/metrics.jsonl    one JSON object per line: kind train / rollout / eval, epoch, updates,
                          time, and the values (NaN/inf written as null: strict JSON)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,45 @@ class RunLog:
         if self.wandb is not None:
             self.wandb.summary(summary)
             self.wandb.finish()
+
+
+class ProgressBar:
+    """The run's tqdm bar on stderr: epochs done, with updates/s, the critic loss and the last
+    evaluation's score as its postfix. Disabled when quiet or stderr is not a terminal."""
+
+    def __init__(self, epochs: int, epochs_done: int, desc: str, *, disable: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.epochs = epochs
+        self.bar = tqdm(
+            total=epochs,
+            initial=epochs_done,
+            desc=desc,
+            unit="epoch",
+            disable=disable or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
+        self._postfix: dict[str, str] = {}
+
+    def show(
+        self, epochs_done: int, values: dict[str, Any], last_eval: dict[str, Any] | None
+    ) -> None:
+        """Update the postfix from a train record's `values` (and the last evaluation)."""
+        if self.bar.disable:
+            return
+        post = self._postfix
+        post["epoch"] = f"{epochs_done + 1}/{self.epochs}"
+        if "updates_per_s" in values:
+            post["upd/s"] = f"{values['updates_per_s']:.1f}"
+        if "critic_loss" in values:
+            post["critic"] = f"{values['critic_loss']:.3g}"
+        if last_eval is not None:
+            post["score"] = f"{last_eval['score_mean']:.1f}"
+        self.bar.set_postfix(post, refresh=True)
+
+    def epoch_done(self, epochs_done: int, last_eval: dict[str, Any] | None) -> None:
+        self.bar.update(1)
+        self.show(epochs_done, {}, last_eval)
+
+    def close(self) -> None:
+        self.bar.close()

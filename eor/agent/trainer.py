@@ -52,7 +52,7 @@ from eor.agent.config import TrainAgentConfig
 from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
 from eor.agent.ravl import LOGGED_KEYS, NonFiniteLossError
 from eor.agent.rollout import rollout_phase
-from eor.agent.runlog import RunLog, import_wandb, jsonable, versions
+from eor.agent.runlog import ProgressBar, RunLog, import_wandb, jsonable, versions
 from eor.agent.setup import (
     Components,
     TrainingSetupError,
@@ -398,7 +398,7 @@ class Trainer:
         if cfg.wandb:
             record = {**self._config_record(), "name_expanded": self.name_expanded}
             self.log.start_wandb(record, self.wandb_id)
-        pbar = self._progress_bar()
+        pbar = ProgressBar(cfg.epochs, self.epochs_done, f"RAVL {cfg.env_name}", disable=cfg.quiet)
         self._status = "running"
         summary: dict[str, Any] = {}
         try:
@@ -435,7 +435,7 @@ class Trainer:
             self.log.close(summary)
         return summary
 
-    def _loop(self, pbar: Any) -> None:
+    def _loop(self, pbar: ProgressBar) -> None:
         cfg = self.config
         actor = self.learner.actor
         update_time = 0.0
@@ -482,7 +482,7 @@ class Trainer:
                     values = {k: float(v) for k, v in values.items()}
                     values["updates_per_s"] = updates_since_log / max(update_time, 1e-9)
                     self._record("train", values)
-                    self._postfix(pbar, values)
+                    pbar.show(self.epochs_done, values, self.last_eval)
                     update_time, updates_since_log = 0.0, 0
             self.learner.raise_if_nonfinite()
             if evaluates_after(self.epochs_done + 1, cfg.eval_every, cfg.epochs):
@@ -491,8 +491,7 @@ class Trainer:
             self.epoch_updates = 0
             self.rollout_done = False
             self.save_checkpoint(force=self._stop_requested)
-            pbar.update(1)
-            self._postfix(pbar, {})
+            pbar.epoch_done(self.epochs_done, self.last_eval)
             if self._stop_requested:
                 return
 
@@ -518,33 +517,6 @@ class Trainer:
             self.best_eval = entry
 
     # ------------------------------------------------------------------ output
-    def _progress_bar(self) -> Any:
-        from tqdm.auto import tqdm
-
-        disable = self.config.quiet or not sys.stderr.isatty()
-        return tqdm(
-            total=self.config.epochs,
-            initial=self.epochs_done,
-            desc=f"RAVL {self.config.env_name}",
-            unit="epoch",
-            disable=disable,
-            dynamic_ncols=True,
-        )
-
-    def _postfix(self, pbar: Any, values: dict[str, Any]) -> None:
-        if pbar.disable:
-            return
-        post = dict(getattr(self, "_last_postfix", {}))
-        post["epoch"] = f"{self.epochs_done + 1}/{self.config.epochs}"
-        if "updates_per_s" in values:
-            post["upd/s"] = f"{values['updates_per_s']:.1f}"
-        if "critic_loss" in values:
-            post["critic"] = f"{values['critic_loss']:.3g}"
-        if self.last_eval is not None:
-            post["score"] = f"{self.last_eval['score_mean']:.1f}"
-        self._last_postfix = post
-        pbar.set_postfix(post, refresh=True)
-
     def summary(self) -> dict[str, Any]:
         spec = self.env_spec
         last, best = self.last_eval or {}, self.best_eval or {}
