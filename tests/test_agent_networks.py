@@ -181,6 +181,30 @@ def test_min_q_action_gradient_matches_autograd(n: int, grouped: bool) -> None:
         assert len(set(q_full.argmin(0).tolist())) > 1  # the case exercises several critics
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_min_q_action_gradient_follows_eor_backend(monkeypatch, grouped: bool) -> None:
+    """Every layer of the actor step's forward goes through eor.ops, so EOR_BACKEND=ref runs
+    the reference there too (and gives the torch path's values)."""
+    from eor.ops import linear as linear_module
+
+    critic = VectorizedCritic(7, 3, 16, 4).double()
+    obs, act = torch.randn(9, 7, dtype=torch.float64), torch.rand(9, 3, dtype=torch.float64)
+    fast = critic.min_q_and_action_grad(obs, act, grouped=grouped)
+    calls: list[tuple[int, ...]] = []
+    ref_fn = linear_module.ref.ensemble_linear_ref
+
+    def counting(x, w, b, activation="none"):
+        calls.append(tuple(w.shape))
+        return ref_fn(x, w, b, activation)
+
+    monkeypatch.setattr(linear_module.ref, "ensemble_linear_ref", counting)
+    monkeypatch.setenv("EOR_BACKEND", "ref")
+    slow = critic.min_q_and_action_grad(obs, act, grouped=grouped)
+    assert calls == [tuple(w.shape) for w in critic.weights]  # 3 hidden layers and the head
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("skew", [False, True])
 def test_grouped_action_gradient_any_assignment(skew: bool) -> None:
     """The grouped backward for a given row -> critic assignment (every critic with a few rows,

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from eor import ops, ref
 from eor.ops import backend
-from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
+from eor.ops.critic_closed_form import closed_form_grads
 from tests.helpers import assert_close_verbose
 
 
@@ -136,7 +136,7 @@ def test_zero_head_weights_match_autograd(with_target, zero_head) -> None:
         expected = ref.critic_loss_ref(obs, act, target, weights, biases, 0.8)
     else:
         expected = 0.8 * ref.diversity_loss_ref(obs, act, weights, biases)
-    out = critic_loss_grads(
+    out = closed_form_grads(
         obs, act, tgt, [w.detach() for w in weights], [b.detach() for b in biases], 0.8
     )
     assert out.weight_grads is not None and out.bias_grads is not None
@@ -240,7 +240,7 @@ def test_zero_action_gradient_from_dead_relus() -> None:
     with torch.no_grad():
         biases[0][1] = -100.0
         biases[1][2, :4] = -100.0  # critic 2: half of layer 2 dead
-    out = critic_loss_grads(
+    out = closed_form_grads(
         obs, act, None, [w.detach() for w in weights], [b.detach() for b in biases], 1.0
     )
     assert out.weight_grads is not None

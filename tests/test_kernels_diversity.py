@@ -22,7 +22,7 @@ from torch import Tensor
 
 from eor import ops, ref
 from eor.ops import backend
-from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
+from eor.ops.critic_closed_form import closed_form_grads
 from tests.test_critic_loss import NAMES, grads_of, make_critics
 
 pytestmark = pytest.mark.interpret
@@ -62,7 +62,7 @@ def _check_critic_loss(n: int, b: int, s: int, a: int, h: int, eta: float, edit=
     expected_grads = grads_of(expected, params64)
     p32 = [p.detach().float().requires_grad_(True) for p in params64]
     obs32, act32, target32 = obs.float(), act.float(), target.float()
-    torch32 = critic_loss_grads(obs32, act32, target32, p32[:4], p32[4:], eta)
+    torch32 = closed_form_grads(obs32, act32, target32, p32[:4], p32[4:], eta)
     assert torch32.weight_grads is not None and torch32.bias_grads is not None
 
     out = ops.critic_loss(obs32, act32, target32, p32[:4], p32[4:], eta)
@@ -99,7 +99,7 @@ def test_diversity_loss_kernels(n, b, h) -> None:
     expected = ref.diversity_loss_ref(obs, act, weights, biases)
     expected_grads = grads_of(expected, weights + biases)
     p32 = [p.detach().float().requires_grad_(True) for p in weights + biases]
-    torch32 = critic_loss_grads(obs.float(), act.float(), None, p32[:4], p32[4:], 1.0)
+    torch32 = closed_form_grads(obs.float(), act.float(), None, p32[:4], p32[4:], 1.0)
     assert torch32.weight_grads is not None and torch32.bias_grads is not None
     value = ops.diversity_loss(obs.float(), act.float(), p32[:4], p32[4:])
     _assert_rounding("L_div", value.detach(), expected.detach(), torch32.diversity)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
+import eor
 from eor import ops, workspace
 from eor.agent.networks import VectorizedCritic
-from eor.ops.critic_closed_form import closed_form_grads as critic_loss_grads
+from eor.ops.critic_closed_form import closed_form_grads
 
 
 @pytest.fixture(autouse=True)
@@ -96,17 +99,17 @@ def _critic_args(n: int = 3, b: int = 9, seed: int = 0) -> tuple:
 def test_critic_loss_outputs_never_alias_scratch(with_target: bool) -> None:
     obs, act, target, weights, biases = _critic_args()
     tgt = target if with_target else None
-    first = critic_loss_grads(obs, act, tgt, weights, biases, 0.7)
+    first = closed_form_grads(obs, act, tgt, weights, biases, 0.7)
     kept = [first.q.clone(), *(g.clone() for g in first.weight_grads + first.bias_grads)]
     outputs = [first.q, *first.weight_grads, *first.bias_grads]
     assert workspace.cached_bytes() > 0  # the intermediates went through the cache
     assert not {t.data_ptr() for t in outputs} & _scratch_ptrs()
     # A second call on other data reuses the scratch buffers; the first results stay intact.
     obs2, act2, target2, _, _ = _critic_args(seed=1)
-    second = critic_loss_grads(obs2, act2, target2 if with_target else None, weights, biases, 0.7)
+    second = closed_form_grads(obs2, act2, target2 if with_target else None, weights, biases, 0.7)
     for before, now in zip(kept, [first.q, *first.weight_grads, *first.bias_grads], strict=True):
         assert torch.equal(before, now)
-    again = critic_loss_grads(obs, act, tgt, weights, biases, 0.7)
+    again = closed_form_grads(obs, act, tgt, weights, biases, 0.7)
     for a, b in zip(outputs, [again.q, *again.weight_grads, *again.bias_grads], strict=True):
         assert torch.equal(a, b)  # same inputs, same results through reused buffers
     assert not torch.equal(second.q, first.q)
@@ -127,3 +130,76 @@ def test_critic_forwards_outputs_survive_later_calls() -> None:
         assert torch.equal(before, now)
     assert torch.equal(full_kept, full)
     assert not {t.data_ptr() for t in (q, q_min, grad, full)} & _scratch_ptrs()
+
+
+# ----------------------------------------------------------------------------- key ownership
+
+
+def scratch_key_owners(source: str, module: str) -> tuple[dict[str, set[str]], set[str]]:
+    """Scratch keys used in `source`: (key prefix -> the functions that use it, functions that
+    pass a non-literal key through). A key is the first argument of `scratch(...)` or the
+    `scratch_key=` of an op; its prefix is the text before the first "." (an f-string must
+    start with literal text). Owners are "module.function"."""
+    owners: dict[str, set[str]] = {}
+    passthrough: set[str] = set()
+
+    def visit(node: ast.AST, func: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = f"{module}.{node.name}"
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            keys = [node.args[0]] if name == "scratch" and node.args else []
+            keys += [kw.value for kw in node.keywords if kw.arg == "scratch_key"]
+            for key in keys:
+                if isinstance(key, ast.JoinedStr) and key.values:
+                    key = key.values[0]
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    owners.setdefault(key.value.split(".")[0], set()).add(func)
+                elif not (isinstance(key, ast.Constant) and key.value is None):
+                    passthrough.add(func)
+        for child in ast.iter_child_nodes(node):
+            visit(child, func)
+
+    visit(ast.parse(source), module)
+    return owners, passthrough
+
+
+def test_key_owner_scan_catches_a_shared_key() -> None:
+    source = (
+        "def actor(x):\n    return ops.ensemble_linear(x, w, b, scratch_key=f'critic.h{1}')\n"
+        "def critic(x):\n    return scratch('critic.h1', (2,), x)\n"
+        "def layer(x, key):\n    return scratch(key, (2,), x)\n"
+    )
+    owners, passthrough = scratch_key_owners(source, "m")
+    assert owners == {"critic": {"m.actor", "m.critic"}}
+    assert passthrough == {"m.layer"}
+
+
+def test_every_scratch_key_prefix_has_one_call_site() -> None:
+    """A scratch buffer is valid until the next call with its key, so two call sites sharing a
+    key would overwrite each other's intermediates (the actor step and the closed-form critic
+    loss once shared `critic.h1..h3`). Each key prefix belongs to one function."""
+    root = Path(eor.__file__).parent
+    owners: dict[str, set[str]] = {}
+    passthrough: set[str] = set()
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(("eor", *path.relative_to(root).with_suffix("").parts))
+        found, through = scratch_key_owners(path.read_text(), module)
+        for prefix, funcs in found.items():
+            owners.setdefault(prefix, set()).update(funcs)
+        passthrough |= through
+    shared = {prefix: funcs for prefix, funcs in owners.items() if len(funcs) > 1}
+    assert not shared, f"scratch key prefixes used by more than one function: {shared}"
+    assert {"critic_closed_form", "actor_step", "ensemble_mlp"} <= set(owners)
+    # the one function that takes its key from its caller (ops.ensemble_linear's scratch_key)
+    assert passthrough == {"eor.ops.linear._linear_into_scratch"}
+
+
+def test_scratch_key_is_inference_only() -> None:
+    x, w, b = torch.randn(4, 3), torch.randn(2, 3, 5, requires_grad=True), torch.randn(2, 5)
+    with pytest.raises(ValueError, match="scratch_key is for inference only"):
+        ops.ensemble_linear(x, w, b, "relu", scratch_key="test.h")
+    with torch.no_grad():
+        y = ops.ensemble_linear(x, w, b, "relu", scratch_key="test.h")
+        assert y.data_ptr() == workspace.scratch("test.h", (2, 4, 5), x).data_ptr()
+        assert torch.equal(y, ops.ensemble_linear(x, w, b, "relu"))

@@ -231,10 +231,9 @@ class VectorizedCritic(nn.Module):
         h = torch.cat([obs, act], dim=-1)  # [B, S+A]
         hidden = []
         for layer, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True)):
-            # The hidden activations live in this step's own scratch buffers (torch path): they
-            # are read by the backward below and never escape.
-            key = f"actor_step.h{layer + 1}"
-            h = ops.ensemble_linear(h, w, b, "relu", scratch_key=key)  # [N, B, H]
+            # [N, B, H] in this step's own scratch buffers (torch path): read by the backward
+            # below, never returned.
+            h = ops.ensemble_linear(h, w, b, "relu", scratch_key=f"actor_step.h{layer + 1}")
             hidden.append(h)
         q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
         q_min, idx = q.min(dim=0)  # [B], [B]

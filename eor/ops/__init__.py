@@ -1,11 +1,13 @@
 """eor's numeric ops, each chosen per call between a Triton kernel, a fast torch path and the
 plain-torch reference (`eor.ops.backend`, EOR_BACKEND=auto|triton|torch|ref).
 
-One module per op family: `ensemble_linear` (differentiable ensemble layer), `ensemble_mlp`
-(inference-only ensemble MLPs and the dynamics model's Gaussian forward), `critic_loss` (the RAVL
-critic loss, its closed-form gradients and EDAC's diversity term; the torch maths is in
-`critic_closed_form`). `aten` is the one guarded seam to aten's private overloads. Dependencies
-point one way: callers -> these modules -> `backend`, which imports nothing else of eor.
+One module per op family: `linear` (`ensemble_linear`, the differentiable ensemble layer),
+`mlp` (`ensemble_mlp` and `gaussian_ensemble_forward`, inference only), `critic`
+(`critic_loss`, `critic_loss_grads`, `diversity_loss`; their torch maths is
+`critic_closed_form`). `aten` is the one guarded seam to aten's private overloads. The modules
+are not named after their functions, which this package re-exports under those names.
+Dependencies point one way: callers -> these modules -> `backend`, which imports nothing else of
+eor.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from eor.ops.backend import (
     register_op,
     requested_backend,
 )
+from eor.ops.critic import CriticLoss, critic_loss, critic_loss_grads, diversity_loss
 from eor.ops.critic_closed_form import CriticGrads
-from eor.ops.critic_loss import CriticLoss, critic_loss, critic_loss_grads, diversity_loss
-from eor.ops.ensemble_linear import ACTIVATIONS, ensemble_linear
-from eor.ops.ensemble_mlp import ensemble_mlp, gaussian_ensemble_forward
+from eor.ops.linear import ACTIVATIONS, ensemble_linear
+from eor.ops.mlp import ensemble_mlp, gaussian_ensemble_forward
 
 __all__ = [
     "ACTIVATIONS",

@@ -50,11 +50,17 @@ def overload_matches(name: str, schema: str) -> bool:
         return False
 
 
-# name -> whether the private overload is used; read on every call (tests flip entries).
-FAST: dict[str, bool] = {name: overload_matches(name, schema) for name, schema in EXPECTED.items()}
-for _name, _ok in FAST.items():
-    if not _ok:
-        _log.debug("torch.ops.aten.%s differs from %s: using public torch", _name, EXPECTED[_name])
+def checked_overloads() -> dict[str, bool]:
+    """name -> whether torch.ops.aten.<name> has the expected schema (else: public torch)."""
+    fast = {name: overload_matches(name, schema) for name, schema in EXPECTED.items()}
+    for name, ok in fast.items():
+        if not ok:
+            _log.debug("torch.ops.aten.%s is not %s: using public torch", name, EXPECTED[name])
+    return fast
+
+
+# Checked once at import, read on every call.
+FAST: dict[str, bool] = checked_overloads()
 
 
 def _vjp(fn, x: Tensor, grad: Tensor) -> Tensor:  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """Closed-form RAVL critic loss (TD + η·EDAC diversity) and all its gradients, without autograd.
 
 `closed_form_grads` is the torch path behind `eor.ops.critic_loss`, `critic_loss_grads` and
-`diversity_loss` (`eor.ops.critic_loss` checks the arguments and dispatches). It equals
+`diversity_loss` (`eor.ops.critic` checks the arguments and dispatches). It equals
 `eor.ref.critic_loss_ref` / `eor.ref.diversity_loss_ref` (autograd double backward) to rounding.
 
 Critics (N of them) are ReLU MLPs on x = concat(s, a), x `[B, D]` with D = S + A, shared by all:

@@ -19,7 +19,7 @@ from torch import Tensor
 from eor import ref
 from eor.ops import backend
 from eor.ops.backend import _choose_backend, _dispatch, register_op
-from eor.ops.ensemble_linear import _check_activation, _check_linear
+from eor.ops.linear import _check_activation, _check_linear
 from eor.workspace import scratch
 
 register_op("ensemble_mlp", triton=True)
