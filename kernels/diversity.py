@@ -1,7 +1,7 @@
 """Triton kernels for the RAVL critic loss: EDAC's diversity term, the TD term and every gradient,
 in closed form (no double backward). The CUDA path of `eor.ops.critic_loss` / `diversity_loss`.
 
-Maths (as in `eor.ops.critic_closed_form`, which is the torch path of the same algorithm). N ReLU critics
+Maths (as in `eor.ops.critic_closed_form`, the torch path of the same algorithm). N ReLU critics
 on the shared input x = concat(s, a) `[B, D]`, D = S + A:
 
     h1 = relu(x W1 + b1)   h2 = relu(h1 W2 + b2)   h3 = relu(h2 W3 + b3)   q = h3 W4 + b4
@@ -29,7 +29,8 @@ Kernels:
   + bias, relu, ⊙ 1[Mask > 0] (C_MASK), a column dot Σ_m Dot ⊙ C atomically added into DotOut
   (DOT, for dw4), ⊙ a column scale (C_SCALE). Every GEMM of the chain above is one launch.
 - `_diversity_rows_kernel`: per block of rows, all N critics: g, Σ_g, the row's L_div and G.
-Launcher: `critic_loss_grads_triton` (same contract as `eor.ops.critic_closed_form.closed_form_grads`).
+Launcher: `critic_loss_grads_triton` (same contract as
+`eor.ops.critic_closed_form.closed_form_grads`).
 float32 only (`tl.dot` with input_precision="ieee": fp32 rounding, no TF32).
 
 Verified only under TRITON_INTERPRET=1 on CPU (no GPU was available when it was written).
@@ -305,8 +306,8 @@ def critic_loss_grads_triton(
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor] | None, list[Tensor] | None]:
     """(td, diversity, q, weight grads, bias grads) of L = [L_td] + η·L_div, by the kernels.
 
-    Same contract as `eor.ops.critic_closed_form.closed_form_grads` (target None leaves L_td out; eta > 0
-    needs N ≥ 2; arguments already checked). float32 only.
+    Same contract as `eor.ops.critic_closed_form.closed_form_grads` (target None leaves L_td
+    out; eta > 0 needs N ≥ 2; arguments already checked). float32 only.
     """
     if weights[0].dtype != torch.float32:
         raise TypeError(f"the Triton critic loss runs in float32, got {weights[0].dtype}")

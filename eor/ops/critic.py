@@ -240,9 +240,9 @@ def critic_loss(
     whose backward gives every weight and bias its gradient; td, diversity, q `[N, B]` are
     detached. L_div is EDAC's, at the batch actions; it is skipped when eta == 0.
 
-    The torch path (`eor.ops.critic_closed_form`) computes L and all gradients in closed form from one
-    forward and one δ chain (no double backward), equal to `eor.ref.critic_loss_ref` to
-    rounding. Raises ValueError for eta < 0, eta > 0 with num_critics < 2, or bad shapes.
+    The torch path (`eor.ops.critic_closed_form`) computes L and all gradients in closed form
+    from one forward and one δ chain (no double backward), equal to `eor.ref.critic_loss_ref`
+    to rounding. Raises ValueError for eta < 0, eta > 0 with num_critics < 2, or bad shapes.
     """
     check_critic_args(obs, act, target, weights, biases)
     eta = _check_eta(eta, weights[0].shape[0])
