@@ -1,4 +1,5 @@
-"""Training the dynamics ensemble: split, bootstrap, Adam, early stopping, elites (SPEC 2).
+"""Training the dynamics ensemble (docs/algorithm.md §2): split, bootstrap, Adam, early
+stopping, elites.
 
     trainer = DynamicsTrainer(config, obs, act, rew, next_obs, env_name="halfcheetah")
     trainer.start()                         # holdout MSE before training (epoch 0)
@@ -51,7 +52,7 @@ class StopDecision:
 
 @dataclass
 class EarlyStopping:
-    """SPEC 2's stopping rule, as a small pure state machine over holdout losses.
+    """docs/algorithm.md §2's stopping rule, as a small pure state machine over holdout losses.
 
     `start(losses)` records the losses before training (epoch 0) as each member's best. After
     every epoch, `update(epoch, losses)`:
@@ -145,7 +146,8 @@ def _streams(seed: int) -> dict[str, int]:
 def split_indices(n: int, train_val_ratio: float, seed: int) -> tuple[Tensor, Tensor]:
     """(train_idx, holdout_idx), a seeded permutation of range(n); holdout = int(n · ratio) rows.
 
-    *Quirk fixed* (SPEC 2): the split is made once, and the holdout rows are never trained on.
+    *Quirk fixed* (docs/algorithm.md §2): the split is made once, and the holdout rows are never
+    trained on.
     """
     n_holdout = int(n * train_val_ratio)
     if n_holdout < 1 or n - n_holdout < 1:
@@ -207,7 +209,8 @@ class DynamicsTrainer:
             termination_fn=termination_fn,
             generator=torch.Generator().manual_seed(streams["init"]),
         ).to(dtype)  # the float32 init, upcast for float64
-        # The normaliser sees all training inputs, never the holdout (SPEC 2, quirk fixed).
+        # The normaliser sees all training inputs, never the holdout (docs/algorithm.md §2, quirk
+        # fixed).
         self.model.normalizer.fit(inputs[train_idx])
         self.model.to(self.device)
         with torch.no_grad():  # inputs are normalised once, not per batch
@@ -218,7 +221,7 @@ class DynamicsTrainer:
         self.bootstrap = bootstrap_indices(self.n_train, config.num_models, config.seed)  # [E, Nt]
         self.shuffle_gen = torch.Generator().manual_seed(streams["shuffle"])
 
-        # torch.optim.Adam with weight_decay is Adam's *coupled* L2 (grad += λ·w), as SPEC 2 says;
+        # torch.optim.Adam with weight_decay is Adam's *coupled* L2 (grad += λ·w), as §2 says;
         # AdamW would be decoupled.
         # FusedAdam: torch's fused Adam (one kernel per group per step, about 3x cheaper than
         # the foreach path on CPU) with less Python around it; bitwise the same update.
