@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from eor.agent.checkpoint import CHECKPOINT_NAMES, resolve_checkpoint
+from eor.agent.checkpoint import CHECKPOINT_NAMES, read_checkpoint
 from eor.agent.networks import Actor, VectorizedCritic
 from eor.agent.ravl import (
     LOGGED_KEYS,
@@ -28,16 +28,10 @@ def load_actor(checkpoint_path_or_run_dir: str | Path, device: str | torch.devic
 
     checkpoint_path_or_run_dir: a checkpoint file (a dict with the learner state under "learner",
     or a bare `RAVL.state_dict()`), or a run directory, whose checkpoints/latest.pt is used
-    (`eor.agent.checkpoint.resolve_checkpoint`).
+    (`eor.agent.checkpoint.read_checkpoint`).
     Checkpoints are full pickles (they hold RNG and optimiser states): load only trusted files.
     """
-    path = resolve_checkpoint(checkpoint_path_or_run_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or foreign file: say which
-        raise ValueError(f"could not read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    _, state = read_checkpoint(checkpoint_path_or_run_dir)
     return actor_from_state(state).to(device)
 
 

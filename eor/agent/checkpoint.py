@@ -39,15 +39,27 @@ CHECKPOINT_NAMES = ("checkpoints/latest.pt", "latest.pt")
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by eor (a run directory, its checkpoints/ dir or a .pt file)."""
-    path = resolve_checkpoint(path)
-    try:
-        # Our own file, with numpy/python RNG states and bytes inside: not weights-only.
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    path, ckpt = read_checkpoint(path, map_location)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an eor agent checkpoint (format {CHECKPOINT_FORMAT})")
     return ckpt
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], map_location: Any = "cpu"
+) -> tuple[Path, dict[str, Any]]:
+    """(file, contents) of any torch checkpoint holding a dict: `path` resolved as
+    `resolve_checkpoint` does, read, and checked to be a dict; errors name the file.
+    Checkpoints are full pickles (RNG and optimiser states): load only trusted files."""
+    file = resolve_checkpoint(path)
+    try:
+        # Our own file, with numpy/python RNG states and bytes inside: not weights-only.
+        ckpt = torch.load(file, map_location=map_location, weights_only=False)
+    except Exception as exc:  # corrupt or foreign file: say which
+        raise ValueError(f"cannot read checkpoint {file}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {file} holds a {type(ckpt).__name__}, expected a dict")
+    return file, ckpt
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:

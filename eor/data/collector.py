@@ -54,23 +54,11 @@ def _load_policy(path: str | Path, device: str) -> tuple[Any, bool]:
     decision the training run recorded in its checkpoints (False when absent: a bare state
     dict, or a run from before it was recorded).
     """
-    import torch
 
-    from eor.agent import CHECKPOINT_NAMES, actor_from_state
+    from eor.agent import actor_from_state
+    from eor.agent.checkpoint import read_checkpoint
 
-    file = Path(path)
-    if file.is_dir():
-        found = [file / name for name in CHECKPOINT_NAMES if (file / name).is_file()]
-        if not found:
-            looked = ", ".join(str(file / name) for name in CHECKPOINT_NAMES)
-            raise FileNotFoundError(f"no checkpoint in run directory {file}: looked for {looked}")
-        file = found[0]
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or foreign file: say which
-        raise ValueError(f"could not read checkpoint {file}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {file} holds a {type(state).__name__}, expected a dict")
+    _, state = read_checkpoint(path)
     return actor_from_state(state).to(device), bool(state.get("zero_contact_forces", False))
 
 
