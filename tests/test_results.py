@@ -54,10 +54,15 @@ HAND = {
 
 def invoke(*args: str) -> tuple[int, str, str]:
     """Run `eor ARGS`; returns (exit code, stdout, stdout+stderr)."""
-    result = CliRunner().invoke(main, list(args))
+    try:  # click < 8.2 mixes stderr into result.stdout unless told not to
+        runner, interleaved = CliRunner(mix_stderr=False), False  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2 keeps them apart; result.output interleaves both
+        runner, interleaved = CliRunner(), True
+    result = runner.invoke(main, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return result.exit_code, result.stdout, result.output
+    both = result.output if interleaved else result.stdout + result.stderr
+    return result.exit_code, result.stdout, both
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -475,8 +480,8 @@ def make_real_runs(root: Path, seeds: tuple[int, ...]) -> list[Path]:
     import numpy as np
     import torch
 
-    trainer = pytest.importorskip("eor.agent.trainer", reason="eor.agent.trainer not available")
     import eor
+    from eor.agent import trainer
     from eor.agent.config import TrainAgentConfig
     from eor.dynamics import DynamicsEnsemble
     from eor.envs import get_env
