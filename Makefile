@@ -21,7 +21,7 @@ MODULES_HASH := $(shell find eor kernels -name '*.py' 2>/dev/null | sort | cksum
 STAMP := $(VENV)/.eor-installed-$(MODULES_HASH)
 CXX_SOURCES := $(shell find csrc -name '*.hpp' -o -name '*.cpp' -o -name 'CMakeLists.txt' 2>/dev/null)
 
-.PHONY: setup test test-cpp test-py lint format bench demo clean
+.PHONY: setup test test-cpp test-py test-floor lint format bench demo clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,26 @@ test-cpp: $(STAMP)
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------- floor versions
+# The fast tests (not marked slow) against the lowest versions pyproject.toml admits, in a venv
+# of their own: every `name>=X` of [project] dependencies is installed as `name==X`. torch
+# excepted: its floor (2.4) is on PyPI only as a CUDA build of several GB, so this venv takes
+# TORCH_SPEC (the CPU build) like .venv does.
+FLOOR_VENV ?= build/venv-floor
+FLOOR_PY := $(FLOOR_VENV)/bin/python
+FLOOR_PINS := build/floor-constraints.txt
+
+test-floor:
+	rm -rf $(FLOOR_VENV) && mkdir -p build && $(PYTHON) -m venv $(FLOOR_VENV)
+	$(PYTHON) -c 'import re, tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+		print("\n".join(re.sub(r"^([A-Za-z0-9_.-]+)(\[[^]]*\])?>=", r"\1==", d) for d in deps if not d.startswith("torch")))' > $(FLOOR_PINS)
+	cat $(FLOOR_PINS)
+	$(FLOOR_PY) -m pip install --quiet --upgrade pip
+	$(FLOOR_PY) -m pip install --quiet $(TORCH_SPEC)
+	$(FLOOR_PY) -m pip install --quiet -c $(FLOOR_PINS) -e ".[dev]" -Cbuild-dir=build/floor-{wheel_tag}
+	$(FLOOR_PY) -m pip list 2>/dev/null | grep -iE '^(torch|numpy|click|h5py|gymnasium|mujoco|tqdm|matplotlib|triton) '
+	$(FLOOR_PY) -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check eor kernels tests benchmarks
