@@ -268,3 +268,36 @@ def test_torch_compile_critic_loss_backward_fullgraph() -> None:
     f(obs, act, target, weights, biases).backward()
     for g, p in zip(got, params, strict=True):
         assert_close_verbose(g, p.grad, rtol=1e-6, atol=1e-7, name="compiled grad")
+
+
+# ----------------------------------------------------------------------------- backend_for
+
+
+def test_backend_for_is_the_public_choice(monkeypatch) -> None:
+    assert ops.backend_for("ensemble_linear", "cpu") == "torch"
+    assert ops.backend_for("critic_loss_grads", torch.device("cpu")) == "torch"
+    assert ops.backend_for("ensemble_mlp", "cuda") == "triton"  # triton is installed here
+    monkeypatch.setattr(backend, "_triton_importable", lambda: False)
+    assert ops.backend_for("ensemble_mlp", "cuda") == "torch"
+    monkeypatch.setenv("EOR_BACKEND", "ref")
+    assert ops.backend_for("gaussian_ensemble_forward", "cpu") == "ref"
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    with pytest.raises(ops.BackendUnavailableError, match="not installed"):
+        ops.backend_for("ensemble_linear", "cpu")
+    with pytest.raises(KeyError, match="unknown op"):
+        ops.backend_for("no_such_op", "cpu")
+
+
+def test_no_eor_code_picks_a_path_from_the_report_text() -> None:
+    """backend_report is text for people (`eor info`); code asks backend_for."""
+    from pathlib import Path
+
+    import eor
+
+    root = Path(eor.__file__).parent
+    users = {
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "backend_report(" in p.read_text() and p.name != "backend.py"
+    }
+    assert users == {"cli.py"}
