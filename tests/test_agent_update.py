@@ -343,7 +343,7 @@ def test_load_actor_from_checkpoint_and_run_dir(tmp_path: Any) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_actor(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not read checkpoint"):
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_actor(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="not a RAVL learner state"):
         actor_from_state({"weights": 1})

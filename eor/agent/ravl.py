@@ -49,7 +49,6 @@ from torch import Tensor
 
 from eor import ops
 from eor.agent.networks import Actor, VectorizedCritic
-from eor.optim import FusedAdam
 
 LOGGED_KEYS: tuple[str, ...] = (
     "alpha_loss",
@@ -209,11 +208,11 @@ class RAVLConfig(RAVLHyperparams):
 
 def _adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused implementation where torch has one for these tensors (CPU and CUDA
-    in recent torch; `eor.optim.FusedAdam`, torch's with a leaner step), else the multi-tensor
+    since torch 2.4), else the multi-tensor
     one. Same maths as the reference's plain Adam."""
     params = list(params)
     try:
-        return FusedAdam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
