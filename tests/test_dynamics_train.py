@@ -1,4 +1,4 @@
-"""SPEC 2 training: the early-stopping rule, split, bootstrap, one epoch vs the reference, elites."""
+"""docs/algorithm.md §2 training: the early-stopping rule, split, bootstrap, one epoch vs the reference, elites."""
 
 from __future__ import annotations
 

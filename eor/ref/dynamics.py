@@ -12,7 +12,7 @@ from torch import Tensor
 from eor.ref.ops import bound_logvar_ref
 
 # ============================================================================ dynamics model
-# (per-member-loop reference of SPEC section 2; owned by eor/dynamics)
+# (per-member-loop reference of docs/algorithm.md §2; owned by eor/dynamics)
 
 
 class DynamicsMemberRef(torch.nn.Module):
@@ -50,7 +50,7 @@ class DynamicsMemberRef(torch.nn.Module):
 
 
 class DynamicsEnsembleRef(torch.nn.Module):
-    """SPEC 2 ensemble as a Python loop over E separate member modules (the speed baseline).
+    """docs/algorithm.md §2 ensemble as a Python loop over E separate member modules (the speed baseline).
 
     Inputs here are already normalised (`input_mean`/`input_std` buffers hold the statistics).
     """
@@ -169,7 +169,7 @@ class DynamicsEnsembleRef(torch.nn.Module):
     def step(
         self, obs: Tensor, act: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """SPEC 2 model step, literally: every member predicts and samples, one elite per row.
+        """docs/algorithm.md §2 model step, literally: every member predicts and samples, one elite per row.
 
         Draws noise `[E, B, D]` then elite slots `[B]` from `generator`.
         Returns (next_obs [B, S], reward [B], members [B], noise [E, B, D]); termination is the
