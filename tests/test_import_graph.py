@@ -21,11 +21,7 @@ import eor
 _ROOT = Path(eor.__file__).parent
 
 # Function-level edges that close a cycle today: (importer, imported).
-KNOWN_FUNCTION_LEVEL_CYCLES = {
-    # io.load converts reference-format directories lazily; reference_format imports io's
-    # META and DynamicsLoadError at module level.
-    ("eor.dynamics.io", "eor.dynamics.reference_format"),
-}
+KNOWN_FUNCTION_LEVEL_CYCLES: set[tuple[str, str]] = set()
 
 
 def eor_modules() -> dict[str, Path | None]:

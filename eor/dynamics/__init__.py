@@ -12,7 +12,8 @@ converted on the fly; convert_reference_dir(src, out) saves it as an eor model d
 from __future__ import annotations
 
 from eor.dynamics.config import DynamicsConfig
-from eor.dynamics.io import DynamicsLoadError, load, read_meta
+from eor.dynamics.io import DynamicsLoadError, read_meta
+from eor.dynamics.loader import load
 from eor.dynamics.model import DynamicsEnsemble, Normalizer, bound_logvar, gaussian_nll_loss
 from eor.dynamics.reference_format import ReferenceFormatError, UnsafePickleError
 from eor.dynamics.reference_format import convert_dir as convert_reference_dir

@@ -234,7 +234,7 @@ def _load_tensor_file(path: Path, meta: dict[str, Any], key: str) -> Any:
         raise DynamicsLoadError(f"{str(file)!r} is corrupt: {type(exc).__name__}: {exc}") from None
 
 
-def load(
+def load_model_dir(
     path: str | Path,
     *,
     env: Any = None,
@@ -246,14 +246,9 @@ def load(
     env: an env or dataset name (or EnvSpec) the caller will use; a model made for another env,
     or with other dims, is refused. allow_unfinished: accept a directory whose training has not
     finished (its best-so-far weights). Raises DynamicsLoadError (a ValueError) with the reason.
-    A directory written by the reference code (weights.pt + data.pkl or config.pkl, no
-    meta.json) is converted on the fly (eor.dynamics.reference_format, which logs one line).
+    `eor.dynamics.load` also takes the reference code's directories (eor.dynamics.loader).
     """
     path = Path(path)
-    from eor.dynamics import reference_format
-
-    if reference_format.is_reference_dir(path):
-        return reference_format.load_reference(path, env=env, device=device)
     meta = read_meta(path)
     if not meta.get("complete") and not allow_unfinished:
         raise DynamicsLoadError(
