@@ -4,7 +4,7 @@ against the autograd double-backward reference of eor.ref: value, q and every gr
 
 The kernels run in float32 and the reference in float64. "Equal to fp32 rounding" is checked per
 tensor as  max|triton − ref64| ≤ 8·max|torch32 − ref64| + 2e-5·max|ref64|,  where torch32 is the
-float32 closed form on the CPU (itself checked against autograd in tests/test_critic_loss.py):
+float32 closed form on the CPU (itself checked against autograd in tests/test_ops_critic.py):
 the bound follows the problem's own conditioning (gradients that cancel), and a wrong kernel
 misses it by orders of magnitude.
 
@@ -23,7 +23,7 @@ from torch import Tensor
 from eor import ops, ref
 from eor.ops import backend
 from eor.ops.critic_closed_form import closed_form_grads
-from tests.test_critic_loss import NAMES, grads_of, make_critics
+from tests.test_ops_critic import NAMES, grads_of, make_critics
 
 pytestmark = pytest.mark.interpret
 

@@ -63,14 +63,13 @@ def test_tuned_process_reuses_freed_tensor_memory() -> None:
     plain = _probe("plain", **GLIBC_DEFAULTS)
     assert tuned["tuned"] is True and tuned["again"] is True  # idempotent
     assert "applied in this process" in tuned["describe"]
-    # Counted in tensors, not pages, so that the page size and transparent huge pages (which
-    # change how many faults one tensor costs) do not matter: untuned, every one of the 56
-    # tensors of the measured rounds is fresh memory and faults at least once (640 times with
-    # 4 KiB pages); tuned, they reuse the heap: fewer faults than one per two tensors, and
-    # under a tenth of the untuned count measured here.
+    # Relative to the untuned count measured here, so that the page size and transparent huge
+    # pages (which change how many faults one tensor costs) do not matter: untuned, every one
+    # of the 56 tensors of the measured rounds is fresh memory and faults at least once (640
+    # times with 4 KiB pages: 35,896 faults in all); tuned, they reuse the heap, and at most
+    # the odd tensor faults (0 in most runs, 640 or 2,560 in some): under a tenth.
     fresh_tensors = 4 * 14
     assert plain["faults"] >= fresh_tensors, plain
-    assert tuned["faults"] < fresh_tensors / 2, (tuned, plain)
     assert tuned["faults"] < plain["faults"] / 10, (tuned, plain)
 
 

@@ -225,7 +225,7 @@ def test_torch_compile_graph_with_custom_ops(tensors) -> None:
 def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
     """Under torch.compile ops.critic_loss_grads is the opaque eor::critic_loss_grads node (its
     fake gives the shapes), with eager's values and gradients, `out` buffers included."""
-    from tests.test_critic_loss import make_critics
+    from tests.test_ops_critic import make_critics
 
     obs, act, target, weights, biases = make_critics(3, 5, 2, 9, 7, dtype=torch.float32)
     ws, bs = [w.detach() for w in weights], [b.detach() for b in biases]
@@ -252,7 +252,7 @@ def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
 def test_torch_compile_critic_loss_backward_fullgraph() -> None:
     """ops.critic_loss (closed-form loss with a precomputed backward) compiles as one graph,
     backward included, and gives eager's gradients."""
-    from tests.test_critic_loss import make_critics
+    from tests.test_ops_critic import make_critics
 
     obs, act, target, weights, biases = make_critics(3, 5, 2, 9, 7, dtype=torch.float32)
     params = weights + biases

@@ -3,7 +3,7 @@
 These tests inject small in-memory components (synthetic halfcheetah-shaped data in a real
 `eor.ReplayBuffer`, an untrained tiny `DynamicsEnsemble`) with the real learner and the real
 gymnasium env for evaluation, at tiny sizes. The end-to-end CLI test on generated data and a
-trained model lives in tests/test_train_agent_cli.py.
+trained model lives in tests/test_agent_cli.py.
 """
 
 from __future__ import annotations

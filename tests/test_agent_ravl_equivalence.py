@@ -1,7 +1,7 @@
 """eor's learner against the plain autograd reference `eor.ref.RAVLRef` over many consecutive
 updates (docs/algorithm.md §3): same initial weights, same batches, same random draws, float64.
 
-One update is compared gradient by gradient in tests/test_agent_update.py; here the two run side
+One update is compared gradient by gradient in tests/test_agent_ravl.py; here the two run side
 by side for `N_UPDATES` updates, optimiser state included (eor's fused `torch.optim.Adam`,
 the reference's plain `torch.optim.Adam`), with a log step every `LOG_EVERY` updates as the
 trainer does, and every parameter, the target critics, log α and the returned losses are
@@ -21,7 +21,7 @@ import torch
 from eor.agent import RAVL, RAVLConfig
 from eor.agent.ravl import LOGGED_KEYS, LOSS_KEYS
 from eor.ref import RAVL_STEPS, RAVLRef
-from tests.test_agent_update import _batch, _ref_batch, _reference_of
+from tests.test_agent_ravl import _batch, _ref_batch, _reference_of
 
 F64 = torch.float64
 N_UPDATES = 120
