@@ -1,42 +1,34 @@
-"""What each page-fault-avoiding mechanism pays end to end, with `eor.runtime.tune_malloc` on.
+"""What each kept page-fault-avoiding mechanism pays end to end, with `eor.runtime.tune_malloc` on.
 
-eor keeps a few caches on its CPU hot paths so that big intermediates are not freed and
-page-faulted in again every step. The rule (DEVELOPERS.md): a mechanism on a hot path stays only
-while it pays at least 5% end to end, measured on what a real command repeats. This benchmark
-times, in one process, each unit of real work with everything on and with one mechanism off,
-the two alternating block by block; speedup = time with the mechanism off / time with it on.
+The rule (DEVELOPERS.md, "Speed mechanisms"): a mechanism on a hot path stays only while it pays
+at least 5% end to end, measured on what a real command repeats. This benchmark times, in one
+process, each unit of real work with everything on and with one mechanism off, the two
+alternating round by round; gain = time with the mechanism off / time with it on.
 
-  workspace_scratch_n{10,50}: `eor.workspace.scratch` (EOR_WORKSPACE_MB=0 turns it off), on a
-      whole RAVL update (mixed batch + learner.update; halfcheetah dims, batch 256, N critics);
-  grad_out_buffers_n{10,50}: the learner's critic gradients written into kept buffers
-      (`ops.critic_loss_grads(..., out=...)`; off: fresh gradient tensors each update);
   closed_form_step: `eor.dynamics.step.ClosedFormStep` (off: autograd's backward of the same
-      loss), on a dynamics training epoch (`DynamicsTrainer.train_epoch`, 7 members);
-  batch_buffers: the dynamics trainer's kept minibatch buffers (off: a fresh gather per step).
+      loss), on a dynamics training epoch (`DynamicsTrainer.train_epoch`, 7 members).
 
-tune_malloc (glibc keeps freed memory in the process) is applied first, as `eor train-model`
-and `eor train-agent` do: each cache must pay on top of it.
+tune_malloc (glibc keeps freed memory in the process instead of handing it back and faulting
+it in again) is applied first, as `eor train-model` and `eor train-agent` do, so each mechanism
+must pay on top of it. tune_malloc itself is process-wide and cannot be switched off within a
+process: it is measured by `benchmarks/bench_agent.py` and `benchmarks/bench_dynamics.py`, run
+once plain and once with --malloc-tuning.
 
-    python benchmarks/bench_mechanisms.py [--quick]
+    python benchmarks/bench_mechanisms.py [--quick] [--out PATH]
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import eor  # noqa: E402
-from benchmarks.bench_agent import MODEL, REAL, A, S, interleaved, synthetic_arrays  # noqa: E402
+from benchmarks.bench_agent import A, S, interleaved  # noqa: E402
 from benchmarks.common import parse_args, print_table, write_results  # noqa: E402
-from eor import workspace  # noqa: E402
-from eor.agent import RAVL, RAVLConfig  # noqa: E402
 from eor.dynamics import DynamicsConfig, DynamicsTrainer  # noqa: E402
 from eor.runtime import tune_malloc  # noqa: E402
 
@@ -53,38 +45,6 @@ def _row(case: str, stats: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def bench_agent_mechanisms(n: int, rounds: int, block: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
-    real = eor.ReplayBuffer.from_arrays(**synthetic_arrays(20_000, rng), seed=1)
-    model = eor.ReplayBuffer.from_arrays(**synthetic_arrays(50_000, rng), seed=2)
-    learner = RAVL(RAVLConfig(obs_dim=S, act_dim=A, num_critics=n, eta=1.0), seed=0)
-    kept_grads = learner._critic_grad_buffers
-
-    def update() -> None:
-        learner.update(eor.sample_mixed([real, model], [REAL, MODEL]))
-
-    def scratch_off() -> None:
-        os.environ["EOR_WORKSPACE_MB"] = "0"
-        workspace.clear()
-        try:
-            update()
-        finally:
-            del os.environ["EOR_WORKSPACE_MB"]
-
-    def grad_out_off() -> None:
-        learner._critic_grad_buffers = None
-        try:
-            update()
-        finally:
-            learner._critic_grad_buffers = kept_grads
-
-    rows = []
-    for case, off in (("workspace_scratch", scratch_off), ("grad_out_buffers", grad_out_off)):
-        stats = interleaved({"on": update, "off": off}, rounds=rounds, warmup=2, block=block)
-        rows.append(_row(f"{case}_n{n}", stats))
-    return rows
-
-
 def bench_dynamics_mechanisms(n_rows: int, rounds: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((n_rows, S), dtype=np.float32)
@@ -95,7 +55,7 @@ def bench_dynamics_mechanisms(n_rows: int, rounds: int) -> list[dict[str, Any]]:
         DynamicsConfig(env_name="halfcheetah-random-v2", seed=0), obs, act, rew, nxt,
         env_name="halfcheetah",
     )  # fmt: skip
-    closed_form, kept_batch = trainer.closed_form, trainer._batch
+    closed_form = trainer.closed_form
 
     def epoch() -> None:
         trainer.train_epoch()
@@ -107,33 +67,14 @@ def bench_dynamics_mechanisms(n_rows: int, rounds: int) -> list[dict[str, Any]]:
         finally:
             trainer.closed_form = closed_form
 
-    def fresh_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e, b = idx.shape
-        flat = idx.reshape(-1)
-        x = torch.index_select(trainer.train_x, 0, flat).view(e, b, -1)
-        return x, torch.index_select(trainer.train_y, 0, flat).view(e, b, -1)
-
-    def batch_buffers_off() -> None:
-        trainer._batch = fresh_batch  # type: ignore[method-assign]
-        try:
-            epoch()
-        finally:
-            trainer._batch = kept_batch  # type: ignore[method-assign]
-
-    rows = []
-    for case, off in (("closed_form_step", closed_form_off), ("batch_buffers", batch_buffers_off)):
-        stats = interleaved({"on": epoch, "off": off}, rounds=rounds, warmup=1)
-        rows.append(_row(case, stats))
-    return rows
+    stats = interleaved({"on": epoch, "off": closed_form_off}, rounds=rounds, warmup=1)
+    return [_row("closed_form_step", stats)]
 
 
 def main() -> None:
     args = parse_args(__doc__ or "")
     tuned = tune_malloc()
-    quick = args.quick
-    rows = bench_agent_mechanisms(10, rounds=4 if quick else 12, block=5 if quick else 10)
-    rows += bench_agent_mechanisms(50, rounds=2 if quick else 6, block=2 if quick else 5)
-    rows += bench_dynamics_mechanisms(5_000 if quick else 50_000, rounds=3 if quick else 7)
+    rows = bench_dynamics_mechanisms(5_000 if args.quick else 50_000, rounds=3 if args.quick else 7)
     print_table(rows, ["case", "on_ms", "off_ms", "on_spread_ms", "off_spread_ms", "gain"])
     print(f"tune_malloc applied: {tuned}")
     speedups = {r["case"]: r["gain"] for r in rows}

@@ -224,7 +224,7 @@ def test_torch_compile_graph_with_custom_ops(tensors) -> None:
 
 def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
     """Under torch.compile ops.critic_loss_grads is the opaque eor::critic_loss_grads node (its
-    fake gives the shapes), with eager's values and gradients, `out` buffers included."""
+    fake gives the shapes), with eager's values and gradients."""
     from tests.test_ops_critic import make_critics
 
     obs, act, target, weights, biases = make_critics(3, 5, 2, 9, 7, dtype=torch.float32)
@@ -235,18 +235,15 @@ def test_torch_compile_critic_loss_grads_is_one_custom_op() -> None:
         graphs.append(gm.code)
         return gm.forward
 
-    def f(obs, act, target, ws, bs, out):
-        g = ops.critic_loss_grads(obs, act, target, ws, bs, 0.5, out=out)
+    def f(obs, act, target, ws, bs):
+        g = ops.critic_loss_grads(obs, act, target, ws, bs, 0.5)
         return g.td + 0.5 * g.diversity, g.q, *g.weight_grads, *g.bias_grads
 
-    out = ([torch.zeros_like(w) for w in ws], [torch.zeros_like(b) for b in bs])
-    compiled = torch.compile(f, backend=backend, fullgraph=True)(obs, act, target, ws, bs, out)
-    eager = f(obs, act, target, ws, bs, None)
+    compiled = torch.compile(f, backend=backend, fullgraph=True)(obs, act, target, ws, bs)
+    eager = f(obs, act, target, ws, bs)
     assert any("eor.critic_loss_grads" in code for code in graphs)
     for got, want in zip(compiled, eager, strict=True):
         assert_close_verbose(got, want, rtol=1e-5, atol=1e-6, name="compiled")
-    for buf, want in zip(out[0] + out[1], eager[2:], strict=True):
-        assert_close_verbose(buf, want, rtol=1e-5, atol=1e-6, name="out buffer")
 
 
 def test_torch_compile_critic_loss_backward_fullgraph() -> None:

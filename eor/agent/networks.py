@@ -230,10 +230,8 @@ class VectorizedCritic(nn.Module):
         ws, bs = self.params(detach=True)
         h = torch.cat([obs, act], dim=-1)  # [B, S+A]
         hidden = []
-        for layer, (w, b) in enumerate(zip(ws[:-1], bs[:-1], strict=True)):
-            # [N, B, H] in this step's own scratch buffers (torch path): read by the backward
-            # below, never returned.
-            h = ops.ensemble_linear(h, w, b, "relu", scratch_key=f"actor_step.h{layer + 1}")
+        for w, b in zip(ws[:-1], bs[:-1], strict=True):
+            h = ops.ensemble_linear(h, w, b, "relu")  # [N, B, H], read by the backward below
             hidden.append(h)
         q = ops.ensemble_linear(h, ws[-1], bs[-1]).squeeze(-1)  # [N, B]
         q_min, idx = q.min(dim=0)  # [B], [B]

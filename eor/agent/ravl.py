@@ -272,13 +272,6 @@ class RAVL:
         self.num_updates = 0
         self._target_params: list[Tensor] = list(self.target_critic.parameters())
         self._online_params: list[Tensor] = list(self.critic.parameters())
-        # The critics' gradients are written into these every update (ops.critic_loss_grads):
-        # on the CPU, reused buffers spare the page faults of fresh multi-MB tensors.
-        ws, bs = self.critic.params(detach=True)
-        self._critic_grad_buffers = (
-            [torch.empty_like(w) for w in ws],
-            [torch.empty_like(b) for b in bs],
-        )
         # Device-side record of a non-finite loss since the last host check (update(check_finite=False)).
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self._unchecked_since = 0
@@ -340,15 +333,13 @@ class RAVL:
         self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, done: Tensor
     ) -> Tensor:
         """L_Q = Σᵢ meanₙ (Qᵢ(s, a) − y)² + η · L_div and its gradients, set as the critics'
-        `.grad` (closed form, no autograd; the same gradient buffers every update).
+        `.grad` (closed form, no autograd; fresh gradient tensors every update).
 
         Returns L_Q, detached.
         """
         target = self._critic_target(rew, next_obs, done)  # [B]
         weights, biases = self.critic.params(detach=True)
-        out = ops.critic_loss_grads(
-            obs, act, target, weights, biases, self.eta, out=self._critic_grad_buffers
-        )
+        out = ops.critic_loss_grads(obs, act, target, weights, biases, self.eta)
         assert out.weight_grads is not None and out.bias_grads is not None
         for param, grad in zip(
             self._online_params, [*out.weight_grads, *out.bias_grads], strict=True

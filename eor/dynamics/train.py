@@ -233,7 +233,6 @@ class DynamicsTrainer:
             if ops.backend_for("ensemble_linear", self.device) == "torch"
             else None
         )
-        self._batch_buffers: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.stopper = EarlyStopping(
             config.num_models,
             min_epochs=config.min_epochs,
@@ -308,20 +307,11 @@ class DynamicsTrainer:
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Each member's rows `idx` `[E, b]` of the training inputs and targets, gathered into
-        buffers kept per batch size and dtype (a fresh [E, b, ·] pair each step costs page
-        faults)."""
+        fresh `[E, b, ·]` tensors."""
         e, b = idx.shape
-        key = (b, self.train_x.dtype)
-        bufs = self._batch_buffers.get(key)
-        if bufs is None:
-            bufs = self._batch_buffers[key] = (
-                self.train_x.new_empty(e, b, self.train_x.shape[1]),
-                self.train_y.new_empty(e, b, self.train_y.shape[1]),
-            )
         flat = idx.reshape(-1)
-        torch.index_select(self.train_x, 0, flat, out=bufs[0].view(e * b, -1))
-        torch.index_select(self.train_y, 0, flat, out=bufs[1].view(e * b, -1))
-        return bufs
+        x = torch.index_select(self.train_x, 0, flat).view(e, b, -1)
+        return x, torch.index_select(self.train_y, 0, flat).view(e, b, -1)
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate, apply the stopping rule. Returns the epoch's metrics."""

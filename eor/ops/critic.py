@@ -1,6 +1,6 @@
 """The RAVL critic loss ops: `critic_loss` (a differentiable loss), `critic_loss_grads` (its
-values and gradients without autograd, optionally into caller buffers: what the RAVL learner
-uses) and `diversity_loss` (EDAC's term alone).
+values and gradients without autograd: what the RAVL learner uses) and `diversity_loss`
+(EDAC's term alone).
 
 Implementations (chosen per call by `eor.ops.backend`): ``torch``, the closed form of
 `eor.ops.critic_closed_form` (one forward and one δ chain, no double backward); ``triton``, the
@@ -30,7 +30,7 @@ from eor.ops.backend import (
     register_op,
     requested_backend,
 )
-from eor.ops.critic_closed_form import CriticGrads, check_critic_args, closed_form_grads, grads_into
+from eor.ops.critic_closed_form import CriticGrads, check_critic_args, closed_form_grads
 
 
 class CriticLoss(NamedTuple):
@@ -268,33 +268,23 @@ def critic_loss_grads(
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
     eta: float,
-    *,
-    out: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
 ) -> CriticGrads:
     """The RAVL critic loss of `critic_loss` with its gradients, without autograd.
 
     Returns CriticGrads(td, diversity, q, weight_grads, bias_grads): L = td + eta·diversity,
     and the gradients of L with respect to every weight and bias (same shapes), all detached.
     For a training loop that sets `.grad` itself: `p.grad = g` for each parameter, then the
-    optimiser step.
-
-    out: (weight grads, bias grads), contiguous tensors of the weights' and biases' shapes,
-        dtype and device, to write the gradients into, for example the same buffers every
-        update. On the CPU the torch path computes the big ones straight into them, which
-        spares the page faults of fresh multi-MB tensors (about 1 ms per update at N = 10,
-        batch 256). The returned gradients are then these tensors.
-    Raises ValueError as `critic_loss` does, and for `out` tensors of the wrong shape.
+    optimiser step. Every gradient is a fresh tensor.
+    Raises ValueError as `critic_loss` does.
     """
     check_critic_args(obs, act, target, weights, biases)
     eta = _check_eta(eta, weights[0].shape[0])
-    if out is not None:
-        _check_grads_out(out, weights, biases)
 
     def triton() -> CriticGrads:
         if not _critic_use_triton(weights):
-            return closed_form_grads(obs, act, target, weights, biases, eta, out=out)
+            return closed_form_grads(obs, act, target, weights, biases, eta)
         launcher = backend.load_kernels("diversity").critic_loss_grads_triton
-        return grads_into(CriticGrads(*launcher(obs, act, target, weights, biases, eta)), out)
+        return CriticGrads(*launcher(obs, act, target, weights, biases, eta))
 
     def reference() -> CriticGrads:
         params = [p.detach().requires_grad_(True) for p in (*weights, *biases)]
@@ -304,8 +294,7 @@ def critic_loss_grads(
         grads = tuple(
             torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
         )
-        value = CriticGrads(res.td, res.diversity, res.q, list(grads[:4]), list(grads[4:]))
-        return grads_into(value, out)
+        return CriticGrads(res.td, res.diversity, res.q, list(grads[:4]), list(grads[4:]))
 
     if torch.compiler.is_compiling():  # one opaque node in the graph (except for ref)
         chosen = _choose_backend("critic_loss_grads", obs)
@@ -314,44 +303,17 @@ def critic_loss_grads(
             td, div, q, *grads = torch.ops.eor.critic_loss_grads(
                 obs, act, target, list(weights), list(biases), eta, True, use_triton
             )
-            return grads_into(CriticGrads(td, div, q, grads[:4], grads[4:]), out)
+            return CriticGrads(td, div, q, grads[:4], grads[4:])
     with torch.no_grad():
         return _dispatch(
             "critic_loss_grads",
             {
                 "triton": triton,
-                "torch": lambda: closed_form_grads(obs, act, target, weights, biases, eta, out=out),
+                "torch": lambda: closed_form_grads(obs, act, target, weights, biases, eta),
                 "ref": reference,
             },
             obs,
         )
-
-
-def _check_grads_out(
-    out: tuple[Sequence[Tensor], Sequence[Tensor]],
-    weights: Sequence[Tensor],
-    biases: Sequence[Tensor],
-) -> None:
-    """ValueError naming the `out` entry that cannot hold its parameter's gradient."""
-    if len(out) != 2 or len(out[0]) != len(weights) or len(out[1]) != len(biases):
-        raise ValueError(
-            f"out must be (weight grads, bias grads) with {len(weights)} and {len(biases)} "
-            f"tensors, got {[len(o) for o in out]}"
-        )
-    pairs = [(f"out[0][{i}]", t, w) for i, (t, w) in enumerate(zip(out[0], weights, strict=True))]
-    pairs += [(f"out[1][{i}]", t, b) for i, (t, b) in enumerate(zip(out[1], biases, strict=True))]
-    for name, t, p in pairs:
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
-            raise ValueError(
-                f"{name} must be {tuple(p.shape)} {p.dtype} on {p.device} like its parameter, "
-                f"got {tuple(t.shape)} {t.dtype} on {t.device}"
-            )
-        if not t.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-        if t.requires_grad:
-            raise ValueError(f"{name} must not require grad (pass a gradient buffer)")
 
 
 def diversity_loss(

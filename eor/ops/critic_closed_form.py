@@ -56,7 +56,6 @@ import torch
 from torch import Tensor
 
 from eor.ops import aten
-from eor.workspace import scratch
 
 EPS = 1e-10  # EDAC's constant in the normalisation ‖∇ₐQ‖ + 1e-10
 
@@ -138,7 +137,6 @@ def closed_form_grads(
     *,
     need_grads: bool = True,
     need_q: bool = True,
-    out: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
 ) -> CriticGrads:
     """Closed-form L = L_td + η·L_div (L_td left out when `target` is None) and its gradients.
 
@@ -146,9 +144,6 @@ def closed_form_grads(
     Arguments are assumed checked (`check_critic_args`); eta > 0 needs N ≥ 2.
     need_q: with target None and need_q False, Q itself is not computed (the diversity term
     needs only the ReLU masks) and an empty `[N, 0]` q is returned.
-    out: (weight grads, bias grads), contiguous tensors shaped like the weights and biases, to
-    write the gradients into (the big ones straight from their GEMMs; reused buffers spare the
-    page faults of fresh ones); the returned gradients are then those tensors.
     """
     w1, w2, w3, w4 = weights
     b1, b2, b3, b4 = biases
@@ -158,17 +153,11 @@ def closed_form_grads(
     use_div = eta > 0.0
 
     # ---- forward, shared input: every critic reads the same x (expand: no copy).
-    # The [N, B, H] intermediates live in reusable scratch buffers (eor.workspace: no page
-    # faults on CPU); none of them escapes this function.
     x = torch.cat([obs, act], dim=1)  # [B, D]
     shapes = [(n, bsz, w.shape[2]) for w in (w1, w2, w3)]
-    h1 = torch.baddbmm(
-        b1.unsqueeze(1), x.expand(n, bsz, d), w1, out=scratch("critic_closed_form.h1", shapes[0], x)
-    ).relu_()  # [N, B, H1]
-    h2 = torch.baddbmm(
-        b2.unsqueeze(1), h1, w2, out=scratch("critic_closed_form.h2", shapes[1], x)
-    ).relu_()
-    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3, out=scratch("critic_closed_form.h3", shapes[2], x))
+    h1 = torch.baddbmm(b1.unsqueeze(1), x.expand(n, bsz, d), w1).relu_()  # [N, B, H1]
+    h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2).relu_()
+    h3 = torch.baddbmm(b3.unsqueeze(1), h2, w3)
     skip_q = target is None and not need_q
     if skip_q:  # h3 stays the pre-activation: only its sign is used below
         q = x.new_empty(n, 0)
@@ -188,27 +177,15 @@ def closed_form_grads(
     # ---- δ chain (input gradient of Σ_b q), shared by the TD backward and the diversity term.
     w4_row = w4.transpose(1, 2)  # [N, 1, H3]
     if skip_q:  # from the pre-activation: the same mask 1[pre3 > 0] = 1[h3 > 0], one pass each
-        m3 = torch.gt(h3, 0, out=scratch("critic_closed_form.m3", shapes[2], x))  # as a float
+        m3 = torch.gt(h3, 0, out=x.new_empty(shapes[2]))  # as a float
         delta3 = aten.relu_backward_into(
             w4_row.expand(shapes[2]), h3, h3
         )  # [N, B, H3] = m3 ⊙ w4ᵀ, over the pre-activation (not needed any more)
     else:
-        m3 = torch.sign(
-            h3, out=scratch("critic_closed_form.m3", shapes[2], x)
-        )  # 1[h3 > 0] as a float
+        m3 = torch.sign(h3)  # 1[h3 > 0] as a float
         delta3 = torch.mul(m3, w4_row, out=h3)  # [N, B, H3]; h3 is not needed any more
-    delta2 = _mask_(
-        torch.bmm(
-            delta3, w3.transpose(1, 2), out=scratch("critic_closed_form.delta2", shapes[1], x)
-        ),
-        h2,
-    )  # [N, B, H2]
-    delta1 = _mask_(
-        torch.bmm(
-            delta2, w2.transpose(1, 2), out=scratch("critic_closed_form.delta1", shapes[0], x)
-        ),
-        h1,
-    )  # [N, B, H1]
+    delta2 = _mask_(torch.bmm(delta3, w3.transpose(1, 2)), h2)  # [N, B, H2]
+    delta1 = _mask_(torch.bmm(delta2, w2.transpose(1, 2)), h1)  # [N, B, H1]
 
     diversity = zero
     g_v = None
@@ -232,12 +209,8 @@ def closed_form_grads(
 
     # ---- reverse chain of the diversity term (e_l), then one GEMM per weight gradient.
     if g_v is not None:
-        e1 = _mask_(
-            torch.bmm(g_v, w1[:, s_dim:, :], out=scratch("critic_closed_form.e1", shapes[0], x)), h1
-        )  # [N, B, H1]
-        e2 = _mask_(
-            torch.bmm(e1, w2, out=scratch("critic_closed_form.e2", shapes[1], x)), h2
-        )  # [N, B, H2]
+        e1 = _mask_(torch.bmm(g_v, w1[:, s_dim:, :]), h1)  # [N, B, H1]
+        e2 = _mask_(torch.bmm(e1, w2), h2)  # [N, B, H2]
         # in place: e1, e2 are not needed any more (diversity_loss passes eta = 1: no pass)
         left2 = e1.mul_(eta) if eta != 1.0 else e1
         left3 = e2.mul_(eta) if eta != 1.0 else e2
@@ -248,17 +221,13 @@ def closed_form_grads(
     else:
         assert dq is not None
         dqc = dq.unsqueeze(2)
-        left2 = h1.mul_(dqc)  # h1 is not needed any more (scratch, modified in place)
+        left2 = h1.mul_(dqc)  # h1 is not needed any more (modified in place)
         left3 = h2.mul_(dqc)
 
-    w_out, b_out = out if out is not None else ([None] * 4, [None] * 4)
-    m_3 = torch.bmm(left3.transpose(1, 2), m3, out=w_out[2])  # [N, H2, H3] = M
-    # [N, 1, H3] = Σ_j W3 ⊙ M, the product in scratch (vecdot would allocate it fresh)
-    dw4 = torch.mul(m_3, w3, out=scratch("critic_closed_form.m_w3", tuple(m_3.shape), x)).sum(
-        1, keepdim=True
-    )
+    m_3 = torch.bmm(left3.transpose(1, 2), m3)  # [N, H2, H3] = M
+    dw4 = torch.mul(m_3, w3).sum(1, keepdim=True)  # [N, 1, H3] = Σ_j W3 ⊙ M
     dw3 = m_3.mul_(w4_row)  # [N, H2, H3], in place: M is not needed any more
-    dw2 = torch.bmm(left2.transpose(1, 2), delta2, out=w_out[1])  # [N, H1, H2]
+    dw2 = torch.bmm(left2.transpose(1, 2), delta2)  # [N, H1, H2]
     if dq is not None:
         dq_row = dq.unsqueeze(1)  # [N, 1, B]
         s3 = torch.bmm(dq_row, m3)  # [N, 1, H3] = m3ᵀ dq
@@ -266,7 +235,7 @@ def closed_form_grads(
         z = dq.unsqueeze(2) * x  # [N, B, D]
         if g_v is not None:
             z[:, :, s_dim:].add_(g_v, alpha=eta)
-        dw1 = torch.bmm(z.transpose(1, 2), delta1, out=w_out[0])  # [N, D, H1]
+        dw1 = torch.bmm(z.transpose(1, 2), delta1)  # [N, D, H1]
         db1 = torch.bmm(dq_row, delta1).squeeze(1)  # [N, H1]
         db2 = torch.bmm(dq_row, delta2).squeeze(1)  # [N, H2]
         db3 = (s3 * w4_row).squeeze(1)  # [N, H3]
@@ -280,31 +249,4 @@ def closed_form_grads(
         dw1 = torch.cat([w1.new_zeros(n, s_dim, w1.shape[2]), dw1a], dim=1)
         db1, db2, db3, db4 = (torch.zeros_like(b) for b in biases)
     weight_grads = [dw1, dw2, dw3, dw4.transpose(1, 2)]  # dw4 [N, H3, 1]
-    # With `out`, the small ones (and dW1 without the TD term) are copied in.
-    return grads_into(CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4]), out)
-
-
-def grads_into(
-    value: CriticGrads, out: tuple[Sequence[Tensor], Sequence[Tensor]] | None
-) -> CriticGrads:
-    """`value` with its gradients held by the `out` tensors (when given): each copied in,
-    unless it was computed into its `out` tensor already."""
-    if out is None:
-        return value
-    assert value.weight_grads is not None and value.bias_grads is not None
-    ws = [_into(t, g) for t, g in zip(out[0], value.weight_grads, strict=True)]
-    bs = [_into(t, g) for t, g in zip(out[1], value.bias_grads, strict=True)]
-    return value._replace(weight_grads=ws, bias_grads=bs)
-
-
-def _into(dst: Tensor, src: Tensor) -> Tensor:
-    """dst holding src's values (no copy when src was computed into dst). While torch.compile
-    traces, src is a fresh output of the opaque op and is always copied (pointers are not
-    comparable there)."""
-    if (
-        torch.compiler.is_compiling()
-        or src.data_ptr() != dst.data_ptr()
-        or src.stride() != dst.stride()
-    ):
-        dst.copy_(src)
-    return dst
+    return CriticGrads(td, diversity, q, weight_grads, [db1, db2, db3, db4])

@@ -20,7 +20,6 @@ from torch import Tensor
 from eor import ref
 from eor.ops import aten, backend
 from eor.ops.backend import _choose_backend, _dispatch, register_op
-from eor.workspace import scratch
 
 ACTIVATIONS = ref.ACTIVATIONS
 
@@ -266,8 +265,6 @@ def ensemble_linear(
     weight: Tensor,
     bias: Tensor,
     activation: str = "none",
-    *,
-    scratch_key: str | None = None,
 ) -> Tensor:
     """y[e] = act(x[e] @ W[e] + b[e]) for every member e, differentiable in x, W and b.
 
@@ -275,45 +272,18 @@ def ensemble_linear(
     weight: `[E, I, O]`; bias: `[E, O]`; activation: "none" | "relu" | "silu".
     Returns `[E, B, O]`.
 
-    scratch_key: inference only (no autograd). On the torch path y is written into the reused
-        buffer `eor.workspace.scratch(scratch_key, ...)` (no page faults of a fresh tensor on
-        the CPU); it is then valid only until the next call with the same key, so the key
-        must belong to one call site. Other paths return a fresh tensor.
-
     Backward: dz = dy ⊙ act'(z); dx = dz @ Wᵀ (shared x: Σ_e dz[e] @ W[e]ᵀ); dW = xᵀ @ dz;
     db = Σ_b dz.
     """
     _check_linear(x, weight, bias, activation)
-    if scratch_key is not None and torch.is_grad_enabled():
-        if x.requires_grad or weight.requires_grad or bias.requires_grad:
-            raise ValueError(
-                "scratch_key is for inference only: call under torch.no_grad() or pass "
-                "tensors that do not require grad"
-            )
     chosen = _choose_backend("ensemble_linear", x)
     if chosen == "ref":
         return ref.ensemble_linear_ref(x, weight, bias, activation)
     if torch.compiler.is_compiling():  # one opaque node in the graph
         return torch.ops.eor.ensemble_linear(x, weight, bias, activation)[0]
     if chosen == "torch":
-        if scratch_key is not None:
-            return _linear_into_scratch(x, weight, bias, activation, scratch_key)
         return _linear_autograd_torch(x, weight, bias, activation)
     return _EnsembleLinearFn.apply(x, weight, bias, activation)
-
-
-def _linear_into_scratch(
-    x: Tensor, weight: Tensor, bias: Tensor, activation: str, key: str
-) -> Tensor:
-    """The torch path without autograd, y in the scratch buffer `key` (activation in place)."""
-    xe = x.expand(weight.shape[0], -1, -1) if x.dim() == 2 else x  # [E, B, I]
-    out = scratch(key, (weight.shape[0], xe.shape[1], weight.shape[2]), x)
-    z = torch.baddbmm(bias.unsqueeze(1), xe, weight, out=out)  # [E, B, O]
-    if activation == "silu":
-        return F.silu(z, inplace=True)
-    if activation == "relu":
-        return z.relu_()
-    return z
 
 
 def _linear_autograd_torch(x: Tensor, weight: Tensor, bias: Tensor, activation: str) -> Tensor:

@@ -2,7 +2,7 @@
 `gaussian_ensemble_forward` (the dynamics model's mean and bounded log-variance).
 
 Implementations (chosen per call by `eor.ops.backend`): ``torch``, a chain of batched GEMMs
-with the activations in place and the hidden layers in reused scratch buffers; ``triton``, the
+with the activations in place; ``triton``, the
 fused kernels of `eor.kernels.ensemble_mlp`; ``ref``, `eor.ref`. The custom ops
 ``eor::ensemble_mlp`` and ``eor::gaussian_ensemble_forward`` (with fake implementations) are
 what `torch.compile` sees; eager calls run the implementations directly.
@@ -20,7 +20,6 @@ from eor import ref
 from eor.ops import backend
 from eor.ops.backend import _choose_backend, _dispatch, register_op
 from eor.ops.linear import _check_activation, _check_linear
-from eor.workspace import scratch
 
 register_op("ensemble_mlp", triton=True)
 register_op("gaussian_ensemble_forward", triton=True)
@@ -103,14 +102,7 @@ def _mlp_layers_torch(
             h = torch.addmm(b[member], h, w[member])  # [n, O_l]
         else:
             hx = h.expand(w.shape[0], -1, -1) if h.dim() == 2 else h  # [E, B, I_l]
-            # Hidden activations alternate between two reused scratch buffers (eor.workspace);
-            # the head's output is fresh (it is returned).
-            out = (
-                scratch(f"ensemble_mlp.h{layer % 2}", (w.shape[0], hx.shape[1], w.shape[2]), hx)
-                if layer < last
-                else None
-            )
-            h = torch.baddbmm(b.unsqueeze(1), hx, w, out=out)  # [E, B, O_l]
+            h = torch.baddbmm(b.unsqueeze(1), hx, w)  # [E, B, O_l]
         if layer < last:
             _act_(h, activation)
     return h
