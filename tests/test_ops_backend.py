@@ -3,6 +3,8 @@ the registry used by backend_report, and the torch.library custom-op registratio
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -98,8 +100,9 @@ def test_auto_prefers_triton_only_on_cuda(monkeypatch) -> None:
     assert backend._choose_backend_on("ensemble_linear", torch.device("cuda")) == "torch"
 
 
-def test_auto_falls_back_quietly_when_triton_fails(monkeypatch, tensors) -> None:
-    """An automatic Triton choice that raises gives the torch result, and is remembered."""
+def test_auto_falls_back_with_one_warning_when_triton_fails(monkeypatch, tensors, caplog) -> None:
+    """An automatic Triton choice that raises gives the torch result, is remembered, and is
+    logged once as a warning with the error."""
     calls: list[str] = []
 
     def broken_kernels(name: str):
@@ -113,12 +116,17 @@ def test_auto_falls_back_quietly_when_triton_fails(monkeypatch, tensors) -> None
         lambda op, device: "torch" if (op, device.type) in backend._TRITON_BROKEN else "triton",
     )
     x, w, b = tensors
-    out = ops.ensemble_mlp(x, [w], [b], "relu")
-    assert_close_verbose(out, ref.ensemble_mlp_ref(x, [w], [b], "relu"), name="fallback")
-    assert calls == ["ensemble_mlp"]
-    assert "simulated compile failure" in backend._TRITON_BROKEN[("ensemble_mlp", "cpu")]
-    ops.ensemble_mlp(x, [w], [b], "relu")
+    with caplog.at_level(logging.WARNING, logger="eor.ops"):
+        out = ops.ensemble_mlp(x, [w], [b], "relu")
+        assert_close_verbose(out, ref.ensemble_mlp_ref(x, [w], [b], "relu"), name="fallback")
+        assert calls == ["ensemble_mlp"]
+        assert "simulated compile failure" in backend._TRITON_BROKEN[("ensemble_mlp", "cpu")]
+        ops.ensemble_mlp(x, [w], [b], "relu")
     assert calls == ["ensemble_mlp"]  # not retried
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "ensemble_mlp" in warnings[0].getMessage()
+    assert "RuntimeError: simulated compile failure" in warnings[0].getMessage()
 
 
 def test_explicit_triton_failure_is_not_swallowed(monkeypatch, tensors) -> None:

@@ -5,7 +5,7 @@ Every op in `eor.ops` picks its implementation **per call** from the tensors' de
 - CUDA tensors with Triton importable -> ``triton``;
 - anything else -> ``torch``, the op's fast torch path;
 - ``EOR_BACKEND=auto|triton|torch|ref`` overrides the choice. An automatic choice that fails
-  falls back quietly to ``torch`` (and is remembered for the rest of the process); an explicit
+  falls back to ``torch`` with one logged warning (and is remembered for the rest of the process); an explicit
   ``triton`` that cannot run raises `BackendUnavailableError` with the reason. With
   ``TRITON_INTERPRET=1`` and ``EOR_BACKEND=triton`` the kernels run on CPU tensors (tests).
 
@@ -19,7 +19,8 @@ Adding an op to the dispatch::
     backend_for("critic_loss", obs.device)              # "triton" | "torch" | "ref"
     out = _dispatch("critic_loss", {"torch": fast, "ref": slow}, obs, act)
 
-`_dispatch` calls the implementation for the chosen backend and does the quiet fallback;
+`_dispatch` calls the implementation for the chosen backend and does the fallback (one
+logged warning per op and device);
 `backend_report` lists every registered op (for `eor info`).
 """
 
@@ -145,8 +146,8 @@ def _choose_backend_on(op_name: str, device: torch.device) -> str:
 
 
 def _dispatch(op_name: str, impls: Mapping[str, Callable[[], _T]], *tensors: Tensor | None) -> _T:
-    """Run `impls[backend]()` for the chosen backend, falling back quietly from an automatic
-    Triton choice that raises. `impls` needs "torch"; a missing "ref" uses "torch"."""
+    """Run `impls[backend]()` for the chosen backend, falling back (with one logged warning)
+    from an automatic Triton choice that raises. `impls` needs "torch"; a missing "ref" uses "torch"."""
     backend = _choose_backend(op_name, *tensors)
     if backend == "triton" and requested_backend() == "auto":
         try:
@@ -154,7 +155,16 @@ def _dispatch(op_name: str, impls: Mapping[str, Callable[[], _T]], *tensors: Ten
         except Exception as exc:  # noqa: BLE001 - any kernel failure means: use torch
             device = _device_of(tensors)
             _TRITON_BROKEN[(op_name, device.type)] = f"{type(exc).__name__}: {exc}"
-            _log.info("eor.ops.%s: Triton failed (%s); using torch", op_name, exc)
+            # Once per op and device (it is not retried): a kernel that fails must not look like
+            # "works, just slower".
+            _log.warning(
+                "eor.ops.%s: the Triton kernel failed on %s (%s: %s); using torch for this op "
+                "from now on. EOR_BACKEND=triton raises the error instead.",
+                op_name,
+                device.type,
+                type(exc).__name__,
+                exc,
+            )
             return impls["torch"]()
     return impls.get(backend, impls["torch"])()
 
