@@ -28,6 +28,10 @@ Kernels:
   A' = 1[A > 0] (A_MASK) scaled along K by a vector (A_SCALE), B' = 1[B > 0] (B_MASK); epilogue
   + bias, relu, ⊙ 1[Mask > 0] (C_MASK), a column dot Σ_m Dot ⊙ C atomically added into DotOut
   (DOT, for dw4), ⊙ a column scale (C_SCALE). Every GEMM of the chain above is one launch.
+  Determinism: the DOT epilogue sums the M tiles' partial column dots with `tl.atomic_add`, in
+  whatever order the programs finish, so dw4 (the last layer's weight gradient) can differ in
+  its last bits from run to run on a GPU when the GEMM has more than one M tile; every other
+  output is deterministic. The torch path (`eor.ops.critic_closed_form`) is deterministic.
 - `_diversity_rows_kernel`: per block of rows, all N critics: g, Σ_g, the row's L_div and G.
 Launcher: `critic_loss_grads_triton` (same contract as
 `eor.ops.critic_closed_form.closed_form_grads`).
