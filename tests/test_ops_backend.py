@@ -306,3 +306,26 @@ def test_no_eor_code_picks_a_path_from_the_report_text() -> None:
         if "backend_report(" in p.read_text() and p.name != "backend.py"
     }
     assert users == {"cli.py"}
+
+
+@pytest.mark.parametrize("op", ["ensemble_linear", "ensemble_mlp"])
+def test_float64_never_reaches_a_triton_kernel(monkeypatch, op: str) -> None:
+    """The kernels compute in float32: float64 takes the torch path under auto (even where
+    Triton would be chosen) and is an error under an explicit EOR_BACKEND=triton."""
+
+    def no_kernels(name: str):
+        raise AssertionError(f"a float64 call reached the {name} kernels")
+
+    monkeypatch.setattr(backend, "load_kernels", no_kernels)
+    monkeypatch.setattr(backend, "_choose_backend_on", lambda name, device: "triton")
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    w, b = torch.randn(3, 4, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    run = {
+        "ensemble_linear": lambda: ops.ensemble_linear(x, w, b, "relu"),
+        "ensemble_mlp": lambda: ops.ensemble_mlp(x, [w], [b], "relu"),
+    }[op]
+    last = "relu" if op == "ensemble_linear" else "none"  # an MLP's last layer is linear
+    assert_close_verbose(run(), ref.ensemble_linear_ref(x, w, b, last), name="float64 auto")
+    monkeypatch.setenv("EOR_BACKEND", "triton")
+    with pytest.raises(ops.BackendUnavailableError, match="float64"):
+        run()

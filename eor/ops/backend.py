@@ -106,6 +106,13 @@ def _device_of(tensors: Sequence[Tensor | None]) -> torch.device:
     return torch.device("cpu")
 
 
+def _dtype_of(tensors: Sequence[Tensor | None]) -> torch.dtype | None:
+    for t in tensors:
+        if isinstance(t, Tensor):
+            return t.dtype
+    return None
+
+
 def backend_for(op_name: str, device: torch.device | str) -> str:
     """The implementation ("triton", "torch" or "ref") that `op_name` runs on `device`.
 
@@ -149,6 +156,15 @@ def _dispatch(op_name: str, impls: Mapping[str, Callable[[], _T]], *tensors: Ten
     """Run `impls[backend]()` for the chosen backend, falling back (with one logged warning)
     from an automatic Triton choice that raises. `impls` needs "torch"; a missing "ref" uses "torch"."""
     backend = _choose_backend(op_name, *tensors)
+    if backend == "triton" and _dtype_of(tensors) == torch.float64:
+        # The kernels accumulate in float32 (the linear forward does not even compile for
+        # float64 on a GPU): float64 takes the torch path, or is an error when asked for.
+        if requested_backend() == "triton":
+            raise BackendUnavailableError(
+                f"EOR_BACKEND=triton for {op_name}: the Triton kernels compute in float32, got "
+                "float64 tensors; use EOR_BACKEND=auto or torch for float64"
+            )
+        backend = "torch"
     if backend == "triton" and requested_backend() == "auto":
         try:
             return impls["triton"]()
