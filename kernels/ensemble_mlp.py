@@ -402,6 +402,10 @@ def _launch(
         INPUT_PRECISION=input_precision(x.dtype),
         IN_P=_block(n_in, hi=MAX_FUSED_WIDTH), H_P=h_p, OUT_P=_block(n_out, hi=MAX_FUSED_WIDTH),
         BLOCK_M=block_m, BLOCK_N=block_n,
+        # The min-over-members mode loops over the members inside the program; software-
+        # pipelining that loop (num_stages 3, Triton's default) asks for ~1.2 MB of shared
+        # memory at launch on sm_80/sm_90 (an AOT compile, issue 15); one stage needs ~48 KB.
+        num_stages=1 if mode == 1 else 3,
     )  # fmt: skip
     return y, lv
 
