@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,34 @@ from eor.runtime import malloc_tuned, tune_malloc
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+# Exit status of a benchmark asked for `--device cuda` where no CUDA device is visible: the run
+# is skipped, not failed (the automake convention; benchmarks/gpu_check.sh reads it).
+EXIT_SKIPPED = 77
+
+
+def parse_args(
+    description: str,
+    argv: list[str] | None = None,
+    *,
+    device: bool = False,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The benchmarks' common options; device=True adds `--device {cpu,cuda}` (default cpu),
+    `options` adds a benchmark's own.
+
+    `--device cuda` without a visible CUDA device prints why and exits with EXIT_SKIPPED.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if options is not None:
+        options(parser)
+    if device:
+        parser.add_argument(
+            "--device",
+            choices=("cpu", "cuda"),
+            default="cpu",
+            help="cpu (default) or cuda: the Triton path timed with triton.testing.do_bench, "
+            f"results under results/gpu/; without a visible CUDA device: exit {EXIT_SKIPPED}",
+        )
     parser.add_argument("--quick", action="store_true", help="a run of under a minute, same keys")
     parser.add_argument(
         "--out",
@@ -39,9 +66,29 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         "baseline, timed in the same process, gets it too (default: glibc's defaults for both)",
     )
     args = parser.parse_args(argv)
+    if device and args.device == "cuda":
+        require_cuda(parser.prog)
     if args.malloc_tuning:
         tune_malloc()
     return args
+
+
+def require_cuda(prog: str) -> None:
+    """Exit with EXIT_SKIPPED and a one-line reason unless torch sees a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = (
+        f"torch {torch.__version__} is built without CUDA"
+        if torch.version.cuda is None
+        else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+    )
+    print(
+        f"{prog}: skipped: --device cuda asked for, but no CUDA device is visible ({why})",
+        file=sys.stderr,
+    )
+    raise SystemExit(EXIT_SKIPPED)
 
 
 def timeit(
