@@ -196,6 +196,7 @@ Example:
       --dataset_ratio 0.05 --eta 1.0 --seed 0 --load_model_dir models/hc-med \\
       --run_dir runs/hc-med-s0
   eor train-agent --resume runs/hc-med-s0            # continue after Ctrl-C or a crash
+  eor train-agent --env_name hopper-medium-v2 --true_dynamics   # rollouts in the simulator
   eor train-agent --resume runs/hc-med-s0 --epochs 4000
 
 The run directory gets config.json, metrics.jsonl, checkpoints/latest.pt and summary.json.

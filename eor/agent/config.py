@@ -165,7 +165,17 @@ class TrainAgentConfig(RAVLHyperparams):
     )
     load_model_dir: str | None = field(
         default=None,
-        metadata=_help("Directory of a dynamics model written by `eor train-model` (required)."),
+        metadata=_help(
+            "Directory of a dynamics model written by `eor train-model` (required unless "
+            "--true_dynamics)."
+        ),
+    )
+    true_dynamics: bool = field(
+        default=False,
+        metadata=_help(
+            "Roll out in the MuJoCo simulator instead of a learned model (halfcheetah, hopper, "
+            "walker2d; docs/algorithm.md §3.5); excludes --load_model_dir."
+        ),
     )
 
     # ------------------------------------------------------------------------------------------
@@ -250,7 +260,7 @@ class TrainAgentConfig(RAVLHyperparams):
         if not (0.0 <= self.dataset_ratio <= 1.0) or math.isnan(self.dataset_ratio):
             raise ValueError(f"dataset_ratio must be in [0, 1], got {self.dataset_ratio!r}")
         super().validate()
-        for name in ("save", "deterministic", "wandb", "quiet"):
+        for name in ("save", "deterministic", "wandb", "quiet", "true_dynamics"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.save and not self.save_path:
@@ -264,9 +274,15 @@ class TrainAgentConfig(RAVLHyperparams):
                 )
         if not self.env_name:
             raise ValueError("env_name must be given, e.g. halfcheetah-medium-v2")
-        if require_model_dir and not self.load_model_dir:
+        if self.true_dynamics and self.load_model_dir:
             raise ValueError(
-                "load_model_dir must be given: a directory written by `eor train-model`"
+                "true_dynamics: rollouts come from the simulator or from load_model_dir's "
+                f"model, not both (load_model_dir={self.load_model_dir!r}); give one"
+            )
+        if require_model_dir and not self.load_model_dir and not self.true_dynamics:
+            raise ValueError(
+                "load_model_dir must be given: a directory written by `eor train-model` "
+                "(or --true_dynamics: rollouts in the simulator)"
             )
 
     def learner_config(self, obs_dim: int, act_dim: int) -> RAVLConfig:

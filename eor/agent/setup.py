@@ -99,19 +99,25 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
         spec = get_env(config.env_name)
     except (ValueError, TypeError) as exc:
         raise TrainingSetupError(f"env_name: {exc}") from None
-    model_dir = Path(str(config.load_model_dir))
-    if not model_dir.is_dir():
-        raise TrainingSetupError(
-            f"load_model_dir: {model_dir} is not a directory; train a model first with "
-            f"`eor train-model --env_name {config.env_name} --save_path {model_dir}`"
-        )
-    try:
-        model = eor.dynamics.load(model_dir, env=config.env_name, device=str(device))
-    except (ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as exc:
-        raise TrainingSetupError(
-            f"load_model_dir: cannot use the model in {model_dir}: {exc}"
-        ) from None
-    check_model_dims(model, spec, model_dir)
+    model: Any
+    model_info: dict[str, Any] | None
+    if config.true_dynamics:
+        model, model_info = build_simulator(spec)
+    else:
+        model_dir = Path(str(config.load_model_dir))
+        if not model_dir.is_dir():
+            raise TrainingSetupError(
+                f"load_model_dir: {model_dir} is not a directory; train a model first with "
+                f"`eor train-model --env_name {config.env_name} --save_path {model_dir}`"
+            )
+        try:
+            model = eor.dynamics.load(model_dir, env=config.env_name, device=str(device))
+        except (ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as exc:
+            raise TrainingSetupError(
+                f"load_model_dir: cannot use the model in {model_dir}: {exc}"
+            ) from None
+        check_model_dims(model, spec, model_dir)
+        model_info = model_identity(model_dir, model)
     source = config.dataset or config.env_name
     try:
         ds = eor.data.load_dataset(source, env=spec)
@@ -129,12 +135,35 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
         dataset_name=str(ds.name),
         dataset_source=str(ds.source),
         dataset_checksum=ds.checksum,
-        model_info=model_identity(model_dir, model),
+        model_info=model_info,
         contact_forces_missing=ds.contact_forces_missing,
     )
 
 
 def model_identity(model_dir: Path, model: Any = None) -> dict[str, Any] | None:
+def build_simulator(spec: Any) -> tuple[Any, dict[str, Any]]:
+    """`--true_dynamics`: the simulator as the dynamics model (`eor.envs.true_dynamics`) and
+    its identity record (config.json's "model", the checkpoints' model_info)."""
+    import gymnasium
+    import mujoco
+
+    from eor.envs.true_dynamics import SimulatorDynamics, check_simulated
+
+    try:
+        check_simulated(spec)
+    except ValueError as exc:
+        raise TrainingSetupError(f"true_dynamics: {exc}") from None
+    model = SimulatorDynamics(spec)
+    info = {
+        "format": "simulator",
+        "env_id": spec.gym_id,
+        "frame_skip": model.frame_skip,
+        "gymnasium_version": gymnasium.__version__,
+        "mujoco_version": mujoco.__version__,
+    }
+    return model, info
+
+
     """What identifies a saved dynamics model, from its meta.json (None if unreadable).
 
     A model converted on the fly from the reference's format (eor.dynamics.reference_format)
