@@ -75,8 +75,8 @@ def test_every_option_maps_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> N
         "quiet": (["-q"], True),
         "auto_alpha": (["--no-auto-alpha"], False),
         "save": (["--save=yes"], True),
-    }
         "true_dynamics": (["--true-dynamics"], True),
+    }
     for i, field in enumerate(dataclasses.fields(TrainAgentConfig)):
         name = field.name
         if name in bools:

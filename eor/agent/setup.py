@@ -140,7 +140,6 @@ def build_components(config: TrainAgentConfig, device: torch.device) -> Componen
     )
 
 
-def model_identity(model_dir: Path, model: Any = None) -> dict[str, Any] | None:
 def build_simulator(spec: Any) -> tuple[Any, dict[str, Any]]:
     """`--true_dynamics`: the simulator as the dynamics model (`eor.envs.true_dynamics`) and
     its identity record (config.json's "model", the checkpoints' model_info)."""
@@ -164,6 +163,7 @@ def build_simulator(spec: Any) -> tuple[Any, dict[str, Any]]:
     return model, info
 
 
+def model_identity(model_dir: Path, model: Any = None) -> dict[str, Any] | None:
     """What identifies a saved dynamics model, from its meta.json (None if unreadable).
 
     A model converted on the fly from the reference's format (eor.dynamics.reference_format)
