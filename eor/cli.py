@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "report": "eor.results.cli:report",
     "train-agent": "eor.agent.cli:train_agent",
     "convert-model": "eor.dynamics.convert_cli:convert_model",
+    "lab": "eor.lab.cli:lab",
 }
 
 
