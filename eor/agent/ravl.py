@@ -379,7 +379,29 @@ class RAVL:
         includes η · L_div, as the reference's.
         """
         obs, act, rew, next_obs, done = self._batch_tensors(batch)
+        losses, log_prob, q_policy = self._update_step(obs, act, rew, next_obs, done)
+        self.num_updates += 1
+        stats = self._log_stats(obs, act, log_prob, q_policy) if log else None
+        return self._read_losses(losses, stats, check_finite=check_finite)
 
+    @property
+    def loss_keys(self) -> tuple[str, ...]:
+        """The keys of `_update_step`'s losses, in order: LOSS_KEYS, without alpha_loss when α
+        is fixed."""
+        if self.alpha_optim is not None:
+            return LOSS_KEYS
+        return tuple(k for k in LOSS_KEYS if k != "alpha_loss")
+
+    def _update_step(
+        self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, done: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps 1-4 of the module docstring on device tensors, with no host sync and no
+        Python branch on a tensor value (so `eor.agent.cuda_graph` can capture it); it does not
+        count the update (`num_updates`).
+
+        Returns (losses `[len(loss_keys)]` detached, log π(ã|s) `[B]`, Q(s, ã) `[N, B]`), the
+        last two for `_log_stats`.
+        """
         # 1. α, from a fresh policy sample and without actor gradients. The actor's trunk at obs
         # is computed once for steps 1 and 2 (the actor only changes after step 2). Skipped,
         # with its draw, when α is fixed (as in the reference).
@@ -404,21 +426,25 @@ class RAVL:
 
         # 4. targets.
         self._polyak()
-        self.num_updates += 1
 
         parts = [critic_loss, actor_loss.detach()]
-        keys: tuple[str, ...] = LOSS_KEYS
         if alpha_loss is not None:
             parts.insert(0, alpha_loss.detach())
-        else:
-            keys = tuple(k for k in keys if k != "alpha_loss")
-        losses = torch.stack(parts)
-        if not (log or check_finite):
+        return torch.stack(parts), log_prob, q_policy
+
+    def _read_losses(
+        self, losses: Tensor, stats: Tensor | None, *, check_finite: bool
+    ) -> dict[str, float]:
+        """The host side of `update`: losses `[len(loss_keys)]` and the `_log_stats` tensor (or
+        None) read back in one transfer and checked, or (stats None, check_finite False) only
+        folded into the device-side non-finite flag."""
+        keys = self.loss_keys
+        if stats is None and not check_finite:
             self._nonfinite |= ~torch.isfinite(losses).all()
             self._unchecked_since += 1
             return {}
-        if log:
-            values = torch.cat([losses, self._log_stats(obs, act, log_prob, q_policy)])
+        if stats is not None:
+            values = torch.cat([losses, stats])
             keys = keys + LOGGED_KEYS[len(LOSS_KEYS) :]
         else:
             values = losses
