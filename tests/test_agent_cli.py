@@ -71,6 +71,7 @@ def test_every_option_maps_onto_the_config(monkeypatch: pytest.MonkeyPatch) -> N
     args: list[str] = []
     bools = {  # every boolean spelling: bare flag, pyrallis values, --no-x
         "deterministic": (["--deterministic"], True),
+        "cuda_graph": (["--cuda_graph"], True),
         "wandb": (["--wandb", "True"], True),
         "quiet": (["-q"], True),
         "auto_alpha": (["--no-auto-alpha"], False),

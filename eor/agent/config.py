@@ -115,6 +115,13 @@ class TrainAgentConfig(RAVLHyperparams):
             ", and 1 CPU thread for bit-reproducible CPU runs."
         ),
     )
+    cuda_graph: bool = field(
+        default=False,
+        metadata=_help(
+            "Replay each RAVL update as one captured CUDA graph (eor.agent.cuda_graph; needs "
+            "CUDA, log steps run eagerly); default off until measured on a GPU."
+        ),
+    )
     wandb: bool = field(
         default=False,
         metadata=_help(
@@ -255,6 +262,8 @@ class TrainAgentConfig(RAVLHyperparams):
             integer(name, 1)
         for name in ("eval_every", "save_every"):
             integer(name, 0)
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"cuda_graph must be True or False, got {self.cuda_graph!r}")
         if self.eval_max_steps is not None:
             integer("eval_max_steps", 1)
         if not (0.0 <= self.dataset_ratio <= 1.0) or math.isnan(self.dataset_ratio):

@@ -41,6 +41,7 @@ RESUME_OVERRIDABLE: frozenset[str] = frozenset(
         "save_path",
         "quiet",
         "deterministic",
+        "cuda_graph",
     }
 )
 

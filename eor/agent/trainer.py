@@ -49,6 +49,7 @@ from eor.agent.checkpoint import (
     save_reference_agent,
 )
 from eor.agent.config import TrainAgentConfig
+from eor.agent.cuda_graph import GraphedUpdate
 from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
 from eor.agent.ravl import LOGGED_KEYS, NonFiniteLossError
 from eor.agent.rollout import rollout_phase
@@ -110,6 +111,12 @@ class Trainer:
             config.dataset = str(Path(config.dataset).resolve())
         self.config = config
         self.device = resolve_device(config.device)
+        if config.cuda_graph and self.device.type != "cuda":
+            raise TrainingSetupError(
+                f"cuda_graph: needs CUDA (each RAVL update is replayed as a captured CUDA "
+                f"graph), but this run's device is {self.device} (--device {config.device}); "
+                "drop --cuda_graph or run on a GPU"
+            )
         resuming = _checkpoint is not None
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
         if not resuming and (run_dir / "config.json").exists():
@@ -165,6 +172,9 @@ class Trainer:
         self.sampler = MixedBatchSampler(
             self.real_buffer, self.model_buffer, config.num_real, config.num_model, self.device
         )
+        # --cuda_graph: every non-log update replays one captured CUDA graph over static batch
+        # tensors (eor.agent.cuda_graph), made after a resume's load_state_dict.
+        self.graphed = GraphedUpdate(self.learner, config.batch_size) if config.cuda_graph else None
 
         if config.save:  # the reference's --save directory, config.yaml now, weights.pt at the end
             try:
@@ -472,7 +482,8 @@ class Trainer:
                 do_log = (self.total_updates + 1) % cfg.log_every == 0
                 # On CUDA the losses stay on the device between log steps (no sync per update);
                 # a NaN is still caught: at the next log step or epoch end, before any save.
-                out = self.learner.update(batch, log=do_log, check_finite=self.check_every_update)
+                update = self.learner.update if self.graphed is None else self.graphed.update
+                out = update(batch, log=do_log, check_finite=self.check_every_update)
                 self.total_updates += 1
                 self.epoch_updates += 1
                 updates_since_log += 1
