@@ -22,7 +22,8 @@ GFLOP/s are printed beside the peak of a large torch matmul measured in the same
     python benchmarks/bench_ensemble.py --device cuda [--quick] [--no-compile]
                                                     # writes benchmarks/results/gpu/ensemble.json
 
-With `--device cuda` (exit 77 when no CUDA device is visible) every case is timed with
+With `--device cuda` (exit 77 when no CUDA device is visible; exit 1, after writing the JSON,
+when one of eor's providers failed) every case is timed with
 `triton.testing.do_bench` for these providers: eor's Triton path (EOR_BACKEND=triton, so a
 kernel that cannot run is an error row, never a silent fallback), eor's torch path
 (EOR_BACKEND=torch, eager), the reference eager and the reference under `torch.compile` (one
@@ -549,8 +550,9 @@ def run_cuda(
     return rows, speedups
 
 
-def main_cuda(quick: bool, out: Path | None, *, compile_: bool = True) -> Path:
-    """--device cuda: every case on the GPU, written to results/gpu/ensemble.json (or `out`)."""
+def main_cuda(quick: bool, out: Path | None, *, compile_: bool = True) -> tuple[Path, list[str]]:
+    """--device cuda: every case on the GPU, written to results/gpu/ensemble.json (or `out`).
+    Returns the path and the failed providers ("case / provider: error")."""
     device = torch.device("cuda")
     backend = ops.backend_report(device)
     print(f"device {device} ({torch.cuda.get_device_name(0)}); backends: {backend}")
@@ -580,14 +582,19 @@ def main_cuda(quick: bool, out: Path | None, *, compile_: bool = True) -> Path:
         },
     )
     print(f"wrote {path}")
-    return path
+    return path, errors
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv, device=True, options=_cuda_options)
     device = torch.device(args.device)
     if device.type == "cuda":
-        main_cuda(args.quick, args.out, compile_=not args.no_compile)
+        _, errors = main_cuda(args.quick, args.out, compile_=not args.no_compile)
+        # An eor path that cannot run fails the run; a reference that fails to compile does not.
+        broken = [e for e in errors if " / eor " in e]
+        if broken:
+            print("eor providers that failed:\n  " + "\n  ".join(broken), file=sys.stderr)
+            raise SystemExit(1)
         return
     backend = ops.backend_report(device)
     print(f"device {device}; backends: {backend}")

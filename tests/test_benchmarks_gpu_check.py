@@ -354,3 +354,28 @@ def test_cuda_timing_keeps_going_after_a_failing_provider() -> None:
     keys = bench_ensemble._speedup_keys("c", t, "eor torch", "ref", None, "eor triton")
     assert set(keys) == {"c"}  # the Triton side failed: no _vs_torch key
     assert keys["c"] == pytest.approx(t["ref"]["median_s"] / t["eor torch"]["median_s"])
+
+
+@pytest.mark.parametrize(
+    ("errors", "code"),
+    [
+        (["rollout_step / eor gathered triton: RuntimeError: x"], 1),
+        (["critic_update_n10 / ref torch.compile: RuntimeError: double backward"], None),
+    ],
+)
+def test_device_cuda_fails_only_when_an_eor_provider_failed(
+    errors: list[str], code: int | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The exit status of bench_ensemble --device cuda (CUDA and the run itself stubbed)."""
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "require_cuda", lambda prog: None)
+    monkeypatch.setattr(
+        bench_ensemble, "main_cuda", lambda quick, out, compile_: (tmp_path, errors)
+    )
+    if code is None:
+        bench_ensemble.main(["--device", "cuda"])
+    else:
+        with pytest.raises(SystemExit) as exc:
+            bench_ensemble.main(["--device", "cuda"])
+        assert exc.value.code == code
