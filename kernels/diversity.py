@@ -49,6 +49,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import cdiv, dot_precision, gemm_tiling, launch, pow2_block
+
 # Whether this module's kernels were decorated in interpreter mode (eor.ops re-imports on change).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 
@@ -110,6 +112,7 @@ def _critic_gemm_kernel(
     C_MASK: tl.constexpr,
     DOT: tl.constexpr,
     C_SCALE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -145,7 +148,7 @@ def _critic_gemm_kernel(
         ).to(tl.float32)
         if B_MASK:
             b = tl.where(b > 0.0, 1.0, 0.0)
-        acc = tl.dot(a, b, acc, input_precision="ieee")
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
     out_mask = mask_m[:, None] & mask_n[None, :]
     if HAS_BIAS:
         bias = tl.load(Bias_ptr + e * stride_biase + offs_n, mask=mask_n, other=0.0)
@@ -225,10 +228,6 @@ def _diversity_rows_kernel(
         tl.store(G_ptr + i * stride_n + offs, grad.to(G_ptr.dtype.element_ty), mask=mask)
 
 
-def _pow2(n: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
-
-
 def critic_gemm(
     a: Tensor,
     b: Tensor,
@@ -262,22 +261,31 @@ def critic_gemm(
     scale_t = scale if scale is not None else tiny
     dot_t = dot if dot is not None else dummy
     dot_out_t = dot_out if dot_out is not None else tiny
-    block_m, block_n, block_k = _pow2(m, 16, 64), _pow2(n, 16, 64), _pow2(k, 16, 32)
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n), e)
-    _critic_gemm_kernel[grid](
-        a, b, out, bias_t, mask_t, scale_t, dot_t, dot_out_t,
-        m, n, k,
-        a.stride(0), a.stride(1), a.stride(2),
-        b.stride(0), b.stride(1), b.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        bias_t.stride(0),
-        mask_t.stride(0), mask_t.stride(1), mask_t.stride(2),
-        scale_t.stride(0), scale_t.stride(1),
-        dot_t.stride(0), dot_t.stride(1), dot_t.stride(2),
-        dot_out_t.stride(0),
-        A_MASK=a_mask, A_SCALE=a_scale is not None, B_MASK=b_mask, HAS_BIAS=bias is not None,
-        RELU=relu, C_MASK=c_mask is not None, DOT=dot is not None, C_SCALE=c_scale is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    precision = dot_precision("diversity", a.dtype)
+    t = gemm_tiling(m, n, k, precision)
+    block_m, block_n, block_k = t.block_m, t.block_n, t.block_k
+    grid = (cdiv(m, block_m), cdiv(n, block_n), e)
+    launch(
+        _critic_gemm_kernel, grid,
+        (
+            a, b, out, bias_t, mask_t, scale_t, dot_t, dot_out_t,
+            m, n, k,
+            a.stride(0), a.stride(1), a.stride(2),
+            b.stride(0), b.stride(1), b.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            bias_t.stride(0),
+            mask_t.stride(0), mask_t.stride(1), mask_t.stride(2),
+            scale_t.stride(0), scale_t.stride(1),
+            dot_t.stride(0), dot_t.stride(1), dot_t.stride(2),
+            dot_out_t.stride(0),
+        ),
+        dict(
+            A_MASK=a_mask, A_SCALE=a_scale is not None, B_MASK=b_mask, HAS_BIAS=bias is not None,
+            RELU=relu, C_MASK=c_mask is not None, DOT=dot is not None, C_SCALE=c_scale is not None,
+            INPUT_PRECISION=precision,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        ),
+        num_warps=t.num_warps, num_stages=t.num_stages,
     )  # fmt: skip
     return out
 
@@ -288,10 +296,15 @@ def diversity_rows(v: Tensor, eta: float) -> tuple[Tensor, Tensor]:
     v = v.contiguous()
     grad = torch.empty_like(v)
     row_loss = torch.empty(bsz, device=v.device, dtype=torch.float32)
-    block_b, block_a = _pow2(bsz, 16, 64), _pow2(a, 2, 1 << 16)
-    _diversity_rows_kernel[(triton.cdiv(bsz, block_b),)](
-        v, grad, row_loss, n, bsz, a, 1.0 / (bsz * (n - 1)), float(eta),
-        EPS_C=EPS, BLOCK_B=block_b, BLOCK_A=block_a,
+    block_b, block_a = pow2_block(bsz, 16, 64), pow2_block(a, 2, 1 << 16)
+    launch(
+        _diversity_rows_kernel, (cdiv(bsz, block_b),),
+        (
+            v, grad, row_loss, n, bsz, a, 1.0 / (bsz * (n - 1)), float(eta),
+        ),
+        dict(
+            EPS_C=EPS, BLOCK_B=block_b, BLOCK_A=block_a,
+        ),
     )  # fmt: skip
     return row_loss.sum().to(v.dtype), grad
 

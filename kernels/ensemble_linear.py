@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import cdiv, dot_precision, gemm_tiling, launch
+
 # Whether this module's kernels were decorated in interpreter mode (eor.ops re-imports on change).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 
@@ -259,18 +261,6 @@ def _ensemble_linear_bwd_dw_kernel(
 # ----------------------------------------------------------------------------- host launchers
 
 
-def _block(n: int, lo: int = 16, hi: int = 64) -> int:
-    """A power-of-two block covering n, within [lo, hi] (tl.dot needs every side >= 16)."""
-    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
-
-
-def input_precision(dtype: torch.dtype) -> str:
-    """fp32 dots in IEEE precision unless torch allows TF32 matmuls (as torch.matmul decides)."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
-
-
 def _check_act(activation: str) -> int:
     if activation not in ACTIVATION_IDS:
         raise ValueError(f"activation must be one of {tuple(ACTIVATION_IDS)}, got {activation!r}")
@@ -293,17 +283,25 @@ def ensemble_linear_fwd(
     z = torch.empty_like(y) if act == 2 else y.new_empty(0)
     shared = x.dim() == 2
     stride_xe = 0 if shared else x.stride(0)
-    block_m, block_n, block_k = _block(n_rows), _block(n_out), _block(n_in, hi=32)
-    grid = (triton.cdiv(n_rows, block_m), triton.cdiv(n_out, block_n), e)
-    _ensemble_linear_fwd_kernel[grid](
-        x, weight, bias, y, z if act == 2 else y,
-        n_rows, n_in, n_out,
-        stride_xe, x.stride(-2), x.stride(-1),
-        weight.stride(0), weight.stride(1), weight.stride(2),
-        bias.stride(0),
-        y.stride(0), y.stride(1),
-        ACTIVATION=act, SAVE_Z=act == 2, INPUT_PRECISION=input_precision(x.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    prec = dot_precision("ensemble_linear", x.dtype)
+    t = gemm_tiling(n_rows, n_out, n_in, prec)
+    block_m, block_n, block_k = t.block_m, t.block_n, t.block_k
+    grid = (cdiv(n_rows, block_m), cdiv(n_out, block_n), e)
+    launch(
+        _ensemble_linear_fwd_kernel, grid,
+        (
+            x, weight, bias, y, z if act == 2 else y,
+            n_rows, n_in, n_out,
+            stride_xe, x.stride(-2), x.stride(-1),
+            weight.stride(0), weight.stride(1), weight.stride(2),
+            bias.stride(0),
+            y.stride(0), y.stride(1),
+        ),
+        dict(
+            ACTIVATION=act, SAVE_Z=act == 2, INPUT_PRECISION=prec,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        ),
+        num_warps=t.num_warps, num_stages=t.num_stages,
     )  # fmt: skip
     return y, z
 
@@ -325,32 +323,46 @@ def ensemble_linear_bwd(
     dy = dy.contiguous()
     s = y.contiguous() if act == 1 else (saved.contiguous() if act == 2 else dy)
     shared = x.dim() == 2
-    prec = input_precision(x.dtype)
+    prec = dot_precision("ensemble_linear", x.dtype)
     dx = dw = db = None
     if needs[0]:
         dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-        block_m, block_n, block_k = _block(n_rows), _block(n_in), _block(n_out, hi=32)
-        grid = (triton.cdiv(n_rows, block_m), triton.cdiv(n_in, block_n), 1 if shared else e)
-        _ensemble_linear_bwd_dx_kernel[grid](
-            dy, s, weight, dx,
-            n_rows, n_in, n_out, e,
-            dy.stride(0), dy.stride(1),
-            weight.stride(0), weight.stride(1), weight.stride(2),
-            0 if shared else dx.stride(0), dx.stride(-2),
-            ACTIVATION=act, SUM_MEMBERS=shared, INPUT_PRECISION=prec,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        t = gemm_tiling(n_rows, n_in, n_out, prec, outer_loop=shared)
+        block_m, block_n, block_k = t.block_m, t.block_n, t.block_k
+        grid = (cdiv(n_rows, block_m), cdiv(n_in, block_n), 1 if shared else e)
+        launch(
+            _ensemble_linear_bwd_dx_kernel, grid,
+            (
+                dy, s, weight, dx,
+                n_rows, n_in, n_out, e,
+                dy.stride(0), dy.stride(1),
+                weight.stride(0), weight.stride(1), weight.stride(2),
+                0 if shared else dx.stride(0), dx.stride(-2),
+            ),
+            dict(
+                ACTIVATION=act, SUM_MEMBERS=shared, INPUT_PRECISION=prec,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            ),
+            num_warps=t.num_warps, num_stages=t.num_stages,
         )  # fmt: skip
     if needs[1] or needs[2]:
         dw = torch.empty((e, n_in, n_out), device=x.device, dtype=x.dtype) if needs[1] else None
         db = torch.empty((e, n_out), device=x.device, dtype=x.dtype) if needs[2] else None
-        block_m, block_n, block_k = _block(n_in), _block(n_out), _block(n_rows, hi=32)
-        grid = (triton.cdiv(n_in, block_m) if needs[1] else 1, triton.cdiv(n_out, block_n), e)
-        _ensemble_linear_bwd_dw_kernel[grid](
-            dy, s, x, dw if dw is not None else dy, db if db is not None else dy,
-            n_rows, n_in, n_out,
-            dy.stride(0), dy.stride(1),
-            0 if shared else x.stride(0), x.stride(-2), x.stride(-1),
-            ACTIVATION=act, COMPUTE_DW=bool(needs[1]), COMPUTE_DB=bool(needs[2]),
-            INPUT_PRECISION=prec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        t = gemm_tiling(n_in, n_out, n_rows, prec)
+        block_m, block_n, block_k = t.block_m, t.block_n, t.block_k
+        grid = (cdiv(n_in, block_m) if needs[1] else 1, cdiv(n_out, block_n), e)
+        launch(
+            _ensemble_linear_bwd_dw_kernel, grid,
+            (
+                dy, s, x, dw if dw is not None else dy, db if db is not None else dy,
+                n_rows, n_in, n_out,
+                dy.stride(0), dy.stride(1),
+                0 if shared else x.stride(0), x.stride(-2), x.stride(-1),
+            ),
+            dict(
+                ACTIVATION=act, COMPUTE_DW=bool(needs[1]), COMPUTE_DB=bool(needs[2]),
+                INPUT_PRECISION=prec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            ),
+            num_warps=t.num_warps, num_stages=t.num_stages,
         )  # fmt: skip
     return dx, dw, db

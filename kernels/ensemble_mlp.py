@@ -1,33 +1,35 @@
 """Fused ensemble-MLP forward (inference): the whole MLP in one Triton program per
-(member, row block), hidden activations kept in registers.
+(member, row block), every layer a tiled GEMM, hidden activations in a scratch buffer.
 
 The MLP has L = NUM_HID + 2 layers, `act` after all but the last:
 
     h_0 = act(x @ W_in[e] + b_in[e])                     x `[B, I]` (shared) or `[E, B, I]`
-    h_j = act(h_{j-1} @ W_hid[j-1, e] + b_hid[j-1, e])   j = 1..NUM_HID, width H (≤ 256)
+    h_j = act(h_{j-1} @ W_hid[j-1, e] + b_hid[j-1, e])   j = 1..NUM_HID, width H
     out = h_NUM_HID @ W_out[e] + b_out[e]                `[BLOCK_M, O]`
 
 Modes (constexpr MODE): 0 full `[E, B, O]`; 1 min over members `[B, O]` (one program loops
-over the members of its row block and keeps the running minimum); 2 gathered: row b uses
-member members[b]. For 2 the host sorts rows by member and builds a block table (member,
-first sorted position, end position) on the device, without a host sync; a program reads its
-rows through the sort permutation and writes them back in place, so no copy of x or of the
-output is permuted on the host.
+over the members of its row block and keeps the running minimum in the output); 2 gathered:
+row b uses member members[b]. For 2 the host sorts rows by member and builds a block table
+(member, first sorted position, end position) on the device, without a host sync; a program
+reads its rows through the sort permutation and writes them back in place, so no copy of x or
+of the output is permuted on the host.
 
 BOUND (constexpr): the dynamics head of width 2·D is split into mean (first D) and
 log-variance (last D), bounded as in docs/algorithm.md §2 before the store:
     lv = max − softplus(max − raw);  lv = min + softplus(lv − min).
 
-Registers, not shared memory, hold h (`[BLOCK_M, H_P]`, H_P = next power of two ≥ H). A
-hidden-to-hidden product never needs a whole `[H_P, H_P]` weight tile on chip: layers are
-processed in pairs (a, b), and layer a's output is produced BLOCK_N columns at a time, each
-chunk activated and immediately multiplied into layer b's accumulator:
-    acc_b += act(h @ W_a[:, chunk] + b_a[chunk]) @ W_b[chunk, :]
-so the largest tiles are `[H_P, BLOCK_N]` and `[BLOCK_N, H_P]`. Padding columns and rows are
-masked to 0 and act(0) = 0, so they stay 0 through every layer.
+Design (chosen by `python -m eor.kernels.compile_check`, issue 15): every layer is computed
+[BLOCK_M, BLOCK_N] output tile by tile, accumulating over the input in BLOCK_K steps, so no
+program ever holds more than a few small tiles in registers, whatever H is. A layer's output
+goes to a ping-pong scratch `[2, rows, H]` in global memory, owned row-wise by the program that
+writes it and read back by the same program after a block barrier (`tl.debug_barrier`): about
+BLOCK_M·H·4 bytes per program in flight, which stays in L2. The hidden layers are a runtime
+loop, not unrolled, so the code (and the compile time) does not grow with depth. The earlier
+design kept h `[BLOCK_M, H]` in registers through fully unrolled layers; compiled for sm_80 and
+sm_90 it spilled 5-210 KB per thread and took minutes to compile at H = 256.
 
 Launchers: `ensemble_mlp_fwd`, `gaussian_ensemble_fwd`; MLPs the fused kernel does not take
-(one layer, unequal hidden widths, H > 256) run layer by layer on the ensemble-linear kernel.
+(one layer, unequal hidden widths) run layer by layer on the ensemble-linear kernel.
 """
 
 from __future__ import annotations
@@ -39,18 +41,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .ensemble_linear import (
-    _act,
-    _block,
-    _check_act,
-    ensemble_linear_fwd,
-    input_precision,
-)
+from .ensemble_linear import _act, _check_act, ensemble_linear_fwd
+from .launch import cdiv, dot_precision, launch, pow2_block
 
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
-MAX_FUSED_WIDTH = 256
 # The fused min over members gives one program per row block, looping over the members: too
-# few programs to fill a GPU for small batches (critic targets: B = 256 -> 16 programs). Below
+# few programs to fill a GPU for small batches (critic targets: B = 256 -> 8 programs). Below
 # this many row blocks, the full forward (one program per member and row block) runs instead
 # and the minimum is taken by torch.
 MIN_ROW_BLOCKS_FOR_FUSED_MIN = 128
@@ -63,145 +59,124 @@ def _softplus(x):
 
 
 @triton.jit
-def _pair(
-    h,  # [BLOCK_M, H_P] fp32
-    Wa_ptr,  # [H, H] of this member (layer a)
-    Ba_ptr,  # [H]
-    Wb_ptr,  # [H, n_b] of this member (layer b)
-    Bb_ptr,  # [n_b]
-    n_hidden,
-    n_b,
-    ACT_B: tl.constexpr,
+def _tile(
+    Src_ptr,  # rows of the layer input, row r at Src_ptr + r * stride_src
+    src_rows,  # [BLOCK_M] row indices into Src
+    stride_src,
+    mask_m,  # [BLOCK_M]
+    n_k,  # input width
+    W_ptr,  # [n_k, n_n] of this member, contiguous
+    B_ptr,  # [n_n] of this member
+    n_n,  # output width
+    n0,  # first output column of the tile
+    APPLY_ACT: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    H_P: tl.constexpr,
-    NB_P: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """Two consecutive layers: returns act_b(act(h @ W_a + b_a) @ W_b + b_b) `[BLOCK_M, NB_P]`,
-    streaming layer a's output BLOCK_N columns at a time into layer b's accumulator."""
-    offs_k = tl.arange(0, H_P)
-    offs_b = tl.arange(0, NB_P)
-    mask_k = offs_k < n_hidden
-    mask_b = offs_b < n_b
-    acc = tl.full((BLOCK_M, NB_P), 0.0, tl.float32)
-    for c in tl.static_range(0, H_P, BLOCK_N):
-        offs_c = c + tl.arange(0, BLOCK_N)
-        mask_c = offs_c < n_hidden
-        wa = tl.load(
-            Wa_ptr + offs_k[:, None] * n_hidden + offs_c[None, :],
-            mask=mask_k[:, None] & mask_c[None, :],
+    """One output tile of one layer: act(src[rows] @ W[:, n0:n0+BLOCK_N] + b) `[BLOCK_M, BLOCK_N]` fp32."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_n = offs_n < n_n
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    for k0 in range(0, n_k, BLOCK_K):
+        ok = k0 + offs_k
+        mask_k = ok < n_k
+        a = tl.load(
+            Src_ptr + src_rows[:, None] * stride_src + ok[None, :],
+            mask=mask_m[:, None] & mask_k[None, :],
             other=0.0,
         ).to(tl.float32)
-        ba = tl.load(Ba_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        a = _act(tl.dot(h, wa, input_precision=INPUT_PRECISION) + ba[None, :], ACTIVATION)
-        wb = tl.load(
-            Wb_ptr + offs_c[:, None] * n_b + offs_b[None, :],
-            mask=mask_c[:, None] & mask_b[None, :],
+        w = tl.load(
+            W_ptr + ok[:, None] * n_n + offs_n[None, :],
+            mask=mask_k[:, None] & mask_n[None, :],
             other=0.0,
         ).to(tl.float32)
-        acc = tl.dot(a, wb, acc, input_precision=INPUT_PRECISION)
-    bb = tl.load(Bb_ptr + offs_b, mask=mask_b, other=0.0).to(tl.float32)
-    acc = acc + bb[None, :]
-    if ACT_B:
+        acc = tl.dot(a, w, acc, input_precision=INPUT_PRECISION)
+    bias = tl.load(B_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    acc = acc + bias[None, :]
+    if APPLY_ACT:
         acc = _act(acc, ACTIVATION)
     return acc
 
 
 @triton.jit
-def _mlp_rows(
+def _layer_to_scratch(
+    Src_ptr,
+    src_rows,
+    stride_src,
+    mask_m,
+    n_k,
+    W_ptr,
+    B_ptr,
+    Dst_ptr,  # scratch buffer, row r at Dst_ptr + r * n_hidden
+    dst_rows,  # [BLOCK_M]
+    n_hidden,
+    ACTIVATION: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """A hidden layer, tile by tile, into the scratch; then a barrier so that the whole block
+    sees it before the next layer reads it."""
+    for n0 in range(0, n_hidden, BLOCK_N):
+        h = _tile(
+            Src_ptr, src_rows, stride_src, mask_m, n_k, W_ptr, B_ptr, n_hidden, n0,
+            True, ACTIVATION, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        tl.store(
+            Dst_ptr + dst_rows[:, None] * n_hidden + offs_n[None, :],
+            h,
+            mask=mask_m[:, None] & (offs_n < n_hidden)[None, :],
+        )
+    tl.debug_barrier()
+
+
+@triton.jit
+def _member_hidden(
     X_ptr,
     W_in_ptr,
     B_in_ptr,
     W_hid_ptr,
     B_hid_ptr,
-    W_out_ptr,
-    B_out_ptr,
+    S_ptr,  # scratch [2, n_scratch_rows, H] fp32
     rows,  # [BLOCK_M] row indices into x
-    mask_m,  # [BLOCK_M]
-    e,  # member
+    srows,  # [BLOCK_M] row indices into the scratch
+    mask_m,
+    e,
     n_members,
     n_in,
     n_hidden,
-    n_out,
+    buf_stride,  # n_scratch_rows * H
     stride_xe,
     stride_xb,
     NUM_HID: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    IN_P: tl.constexpr,
-    H_P: tl.constexpr,
-    OUT_P: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """The whole MLP of member e on BLOCK_M rows; returns the head `[BLOCK_M, OUT_P]` (fp32).
-    Weights are contiguous: W_in `[E, I, H]`, W_hid `[NUM_HID, E, H, H]`, W_out `[E, H, O]`."""
-    offs_i = tl.arange(0, IN_P)
-    offs_h = tl.arange(0, H_P)
-    offs_o = tl.arange(0, OUT_P)
-    mask_i = offs_i < n_in
-    mask_h = offs_h < n_hidden
-    mask_o = offs_o < n_out
-    x = tl.load(
-        X_ptr + e * stride_xe + rows[:, None] * stride_xb + offs_i[None, :],
-        mask=mask_m[:, None] & mask_i[None, :],
-        other=0.0,
-    ).to(tl.float32)
-    w = tl.load(
-        W_in_ptr + e * n_in * n_hidden + offs_i[:, None] * n_hidden + offs_h[None, :],
-        mask=mask_i[:, None] & mask_h[None, :],
-        other=0.0,
-    ).to(tl.float32)
-    b = tl.load(B_in_ptr + e * n_hidden + offs_h, mask=mask_h, other=0.0).to(tl.float32)
-    h = _act(tl.dot(x, w, input_precision=INPUT_PRECISION) + b[None, :], ACTIVATION)
+    """Every hidden layer of member e on BLOCK_M rows; the last one ends in scratch buffer
+    NUM_HID % 2. Weights are contiguous: W_in `[E, I, H]`, W_hid `[NUM_HID, E, H, H]`."""
+    _layer_to_scratch(
+        X_ptr + e * stride_xe, rows, stride_xb, mask_m, n_in,
+        W_in_ptr + e * n_in * n_hidden, B_in_ptr + e * n_hidden,
+        S_ptr, srows, n_hidden,
+        ACTIVATION, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
     hh = n_hidden * n_hidden
-    layer_stride = n_members * hh
-    for p in tl.static_range(NUM_HID // 2):
-        h = _pair(
-            h,
-            W_hid_ptr + (2 * p) * layer_stride + e * hh,
-            B_hid_ptr + (2 * p * n_members + e) * n_hidden,
-            W_hid_ptr + (2 * p + 1) * layer_stride + e * hh,
-            B_hid_ptr + ((2 * p + 1) * n_members + e) * n_hidden,
-            n_hidden,
-            n_hidden,
-            True,
-            ACTIVATION,
-            INPUT_PRECISION,
-            H_P,
-            H_P,
-            BLOCK_M,
-            BLOCK_N,
-        )
-    if NUM_HID % 2 == 1:
-        # The last hidden layer pairs with the (linear) head.
-        out = _pair(
-            h,
-            W_hid_ptr + (NUM_HID - 1) * layer_stride + e * hh,
-            B_hid_ptr + ((NUM_HID - 1) * n_members + e) * n_hidden,
-            W_out_ptr + e * n_hidden * n_out,
-            B_out_ptr + e * n_out,
-            n_hidden,
-            n_out,
-            False,
-            ACTIVATION,
-            INPUT_PRECISION,
-            H_P,
-            OUT_P,
-            BLOCK_M,
-            BLOCK_N,
-        )
-    else:
-        wo = tl.load(
-            W_out_ptr + e * n_hidden * n_out + offs_h[:, None] * n_out + offs_o[None, :],
-            mask=mask_h[:, None] & mask_o[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        bo = tl.load(B_out_ptr + e * n_out + offs_o, mask=mask_o, other=0.0).to(tl.float32)
-        out = tl.dot(h, wo, input_precision=INPUT_PRECISION) + bo[None, :]
-    return out
+    for j in range(0, NUM_HID):
+        _layer_to_scratch(
+            S_ptr + (j % 2) * buf_stride, srows, n_hidden, mask_m, n_hidden,
+            W_hid_ptr + (j * n_members + e) * hh, B_hid_ptr + (j * n_members + e) * n_hidden,
+            S_ptr + ((j + 1) % 2) * buf_stride, srows, n_hidden,
+            ACTIVATION, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -213,6 +188,7 @@ def _ensemble_mlp_fwd_kernel(
     B_hid_ptr,  # [NUM_HID, E, H]
     W_out_ptr,  # [E, H, O]
     B_out_ptr,  # [E, O]
+    S_ptr,  # scratch [2, n_scratch_rows, H] fp32: MODE 0 rows e·B + b, else b
     Y_ptr,  # MODE 0: [E, B, O_y]; MODE 1, 2: [B, O_y]  (O_y = D with BOUND, else O)
     LV_ptr,  # BOUND: log-variance, same layout as Y; else unused
     MaxLv_ptr,  # [D] (BOUND)
@@ -226,6 +202,7 @@ def _ensemble_mlp_fwd_kernel(
     n_in,
     n_hidden,
     n_out,
+    buf_stride,
     stride_xe,
     stride_xb,
     stride_ye,
@@ -234,11 +211,9 @@ def _ensemble_mlp_fwd_kernel(
     NUM_HID: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    IN_P: tl.constexpr,
-    H_P: tl.constexpr,
-    OUT_P: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """Grid: MODE 0 (cdiv(B, BLOCK_M), E); MODE 1 (cdiv(B, BLOCK_M),); MODE 2 (n_blocks,)."""
     pid = tl.program_id(0)
@@ -247,75 +222,94 @@ def _ensemble_mlp_fwd_kernel(
         pos = tl.load(BlockStart_ptr + pid) + tl.arange(0, BLOCK_M)
         mask_m = pos < tl.load(BlockEnd_ptr + pid)
         rows = tl.load(Order_ptr + pos, mask=mask_m, other=0)
+        srows = rows
     else:
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < n_rows
         e = tl.program_id(1)
-    if MODE == 1:
-        out = tl.full((BLOCK_M, OUT_P), float("inf"), dtype=tl.float32)
-        for m in range(0, n_members):
-            out = tl.minimum(
-                out,
-                _mlp_rows(
-                    X_ptr, W_in_ptr, B_in_ptr, W_hid_ptr, B_hid_ptr, W_out_ptr, B_out_ptr, rows, mask_m, m, n_members, n_in, n_hidden, n_out,
-                    stride_xe, stride_xb, NUM_HID, ACTIVATION, INPUT_PRECISION,
-                    IN_P, H_P, OUT_P, BLOCK_M, BLOCK_N,
-                ),
-            )  # fmt: skip
-    else:
-        out = _mlp_rows(
-            X_ptr, W_in_ptr, B_in_ptr, W_hid_ptr, B_hid_ptr, W_out_ptr, B_out_ptr, rows, mask_m, e, n_members, n_in, n_hidden, n_out,
-            stride_xe, stride_xb, NUM_HID, ACTIVATION, INPUT_PRECISION,
-            IN_P, H_P, OUT_P, BLOCK_M, BLOCK_N,
-        )  # fmt: skip
-    offs_o = tl.arange(0, OUT_P)
+        if MODE == 0:
+            srows = e.to(tl.int64) * n_rows + rows
+        else:
+            srows = rows
     if MODE == 0:
         base = e * stride_ye
     else:
         base = 0
-    if BOUND:
-        d = n_out // 2
-        is_lv = (offs_o >= d) & (offs_o < n_out)
-        lv_col = tl.where(is_lv, offs_o - d, 0)
-        mx = tl.load(MaxLv_ptr + lv_col, mask=is_lv, other=0.0).to(tl.float32)
-        mn = tl.load(MinLv_ptr + lv_col, mask=is_lv, other=0.0).to(tl.float32)
-        lv = mx[None, :] - _softplus(mx[None, :] - out)
-        lv = mn[None, :] + _softplus(lv - mn[None, :])
-        mean_offs = base + rows[:, None] * d + offs_o[None, :]
-        tl.store(
-            Y_ptr + mean_offs,
-            out.to(Y_ptr.dtype.element_ty),
-            mask=mask_m[:, None] & (offs_o < d)[None, :],
-        )
-        tl.store(
-            LV_ptr + base + rows[:, None] * d + lv_col[None, :],
-            lv.to(LV_ptr.dtype.element_ty),
-            mask=mask_m[:, None] & is_lv[None, :],
-        )
+    last = NUM_HID % 2
+    if MODE == 1:
+        m_first = 0
+        m_count = n_members
     else:
-        tl.store(
-            Y_ptr + base + rows[:, None] * n_out + offs_o[None, :],
-            out.to(Y_ptr.dtype.element_ty),
-            mask=mask_m[:, None] & (offs_o < n_out)[None, :],
-        )
+        m_first = e
+        m_count = 1
+    for m in range(m_first, m_first + m_count):
+        _member_hidden(
+            X_ptr, W_in_ptr, B_in_ptr, W_hid_ptr, B_hid_ptr, S_ptr, rows, srows, mask_m,
+            m, n_members, n_in, n_hidden, buf_stride, stride_xe, stride_xb,
+            NUM_HID, ACTIVATION, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+        for n0 in range(0, n_out, BLOCK_N):
+            out = _tile(
+                S_ptr + last * buf_stride, srows, n_hidden, mask_m, n_hidden,
+                W_out_ptr + m * n_hidden * n_out, B_out_ptr + m * n_out, n_out, n0,
+                False, ACTIVATION, INPUT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+            offs_o = n0 + tl.arange(0, BLOCK_N)
+            if BOUND:
+                d = n_out // 2
+                is_lv = (offs_o >= d) & (offs_o < n_out)
+                lv_col = tl.where(is_lv, offs_o - d, 0)
+                mx = tl.load(MaxLv_ptr + lv_col, mask=is_lv, other=0.0).to(tl.float32)
+                mn = tl.load(MinLv_ptr + lv_col, mask=is_lv, other=0.0).to(tl.float32)
+                lv = mx[None, :] - _softplus(mx[None, :] - out)
+                lv = mn[None, :] + _softplus(lv - mn[None, :])
+                tl.store(
+                    Y_ptr + base + rows[:, None] * d + offs_o[None, :],
+                    out.to(Y_ptr.dtype.element_ty),
+                    mask=mask_m[:, None] & (offs_o < d)[None, :],
+                )
+                tl.store(
+                    LV_ptr + base + rows[:, None] * d + lv_col[None, :],
+                    lv.to(LV_ptr.dtype.element_ty),
+                    mask=mask_m[:, None] & is_lv[None, :],
+                )
+            else:
+                y_ptrs = Y_ptr + base + rows[:, None] * n_out + offs_o[None, :]
+                y_mask = mask_m[:, None] & (offs_o < n_out)[None, :]
+                if MODE == 1:
+                    # Running min over members: the same threads wrote this tile for the
+                    # previous member (same layout), so no barrier is needed.
+                    if m > 0:
+                        out = tl.minimum(out, tl.load(y_ptrs, mask=y_mask, other=0.0))
+                tl.store(y_ptrs, out.to(Y_ptr.dtype.element_ty), mask=y_mask)
+        # The next member's first layer overwrites the scratch the head just read.
+        tl.debug_barrier()
 
 
 # ----------------------------------------------------------------------------- host launchers
 
 
 def fused_supported(weights: Sequence[Tensor]) -> bool:
-    """Whether the fused kernel takes this MLP: ≥ 2 layers, every hidden width equal and
-    ≤ MAX_FUSED_WIDTH, input and output widths ≤ MAX_FUSED_WIDTH."""
+    """Whether the fused kernel takes this MLP: ≥ 2 layers and every hidden width equal (the
+    hidden weights are stacked into one `[NUM_HID, E, H, H]` tensor). Any width: every layer is
+    tiled."""
     if len(weights) < 2:
         return False
     hidden = weights[0].shape[2]
-    if hidden > MAX_FUSED_WIDTH or weights[0].shape[1] > MAX_FUSED_WIDTH:
-        return False
-    if weights[-1].shape[2] > MAX_FUSED_WIDTH:
-        return False
     return all(w.shape[1] == hidden for w in weights[1:]) and all(
         w.shape[2] == hidden for w in weights[1:-1]
     )
+
+
+def mlp_blocks(n_hidden: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K) of the fused MLP: a 32-row block, 64-column output tiles
+    (32 for narrow layers), 32-wide steps over the input."""
+    return 32, pow2_block(n_hidden, 16, 64), 32
+
+
+# compile_check: with 4 warps, or 2 pipeline stages, the tile loops spill (255 registers, FMA
+# and TF32 alike); 8 warps and 1 stage take ~170-180 registers and 12 KB of shared memory.
+MLP_NUM_WARPS, MLP_NUM_STAGES = 8, 1
 
 
 def _block_table(members: Tensor, n_members: int, block_m: int) -> tuple[Tensor, ...]:
@@ -369,10 +363,9 @@ def _launch(
         b_hid = torch.stack(list(biases[1:-1])).contiguous()  # [NUM_HID, E, H]
     else:
         w_hid, b_hid = w_out, b_out  # never read
-    h_p = _block(n_hidden, hi=MAX_FUSED_WIDTH)
-    block_m = 16 if h_p > 128 else 32  # h `[BLOCK_M, H_P]` lives in registers
+    block_m, block_n, block_k = mlp_blocks(n_hidden)
     mode = 2 if members is not None else (1 if reduce == "min" else 0)
-    if mode == 1 and triton.cdiv(n_rows, block_m) < MIN_ROW_BLOCKS_FOR_FUSED_MIN:
+    if mode == 1 and cdiv(n_rows, block_m) < MIN_ROW_BLOCKS_FOR_FUSED_MIN:
         y, _ = _launch(x, weights, biases, activation, None, None, None, None)
         return y.amin(dim=0), None
     bound = max_logvar is not None
@@ -380,7 +373,8 @@ def _launch(
     shape = (e, n_rows, d) if mode == 0 else (n_rows, d)
     y = torch.empty(shape, device=x.device, dtype=x.dtype)
     lv = torch.empty(shape, device=x.device, dtype=x.dtype) if bound else None
-    block_n = min(32, h_p)
+    scratch_rows = e * n_rows if mode == 0 else n_rows
+    scratch = torch.empty((2, scratch_rows, n_hidden), device=x.device, dtype=torch.float32)
     dummy = y
     if mode == 2:
         assert members is not None
@@ -388,25 +382,30 @@ def _launch(
         grid: tuple[int, ...] = (b_member.shape[0],)
     else:
         order = b_member = b_start = b_end = dummy  # never read
-        grid = (triton.cdiv(n_rows, block_m), e) if mode == 0 else (triton.cdiv(n_rows, block_m),)
-    _ensemble_mlp_fwd_kernel[grid](
-        x, w_in, b_in, w_hid, b_hid, w_out, b_out,
+        grid = (cdiv(n_rows, block_m), e) if mode == 0 else (cdiv(n_rows, block_m),)
+    args = (
+        x, w_in, b_in, w_hid, b_hid, w_out, b_out, scratch,
         y, lv if lv is not None else dummy,
         max_logvar.contiguous() if bound else dummy,  # type: ignore[union-attr]
         min_logvar.contiguous() if bound else dummy,  # type: ignore[union-attr]
         order, b_member, b_start, b_end,
-        n_rows, e, n_in, n_hidden, n_out,
+        n_rows, e, n_in, n_hidden, n_out, scratch_rows * n_hidden,
         x.stride(0) if x.dim() == 3 else 0, n_in,
         y.stride(0) if mode == 0 else 0,
-        MODE=mode, BOUND=bound, NUM_HID=num_hid, ACTIVATION=act,
-        INPUT_PRECISION=input_precision(x.dtype),
-        IN_P=_block(n_in, hi=MAX_FUSED_WIDTH), H_P=h_p, OUT_P=_block(n_out, hi=MAX_FUSED_WIDTH),
-        BLOCK_M=block_m, BLOCK_N=block_n,
-        # The min-over-members mode loops over the members inside the program; software-
-        # pipelining that loop (num_stages 3, Triton's default) asks for ~1.2 MB of shared
-        # memory at launch on sm_80/sm_90 (an AOT compile, issue 15); one stage needs ~48 KB.
-        num_stages=1 if mode == 1 else 3,
     )  # fmt: skip
+    constexprs = dict(
+        MODE=mode, BOUND=bound, NUM_HID=num_hid, ACTIVATION=act,
+        INPUT_PRECISION=dot_precision("ensemble_mlp", x.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    )  # fmt: skip
+    launch(
+        _ensemble_mlp_fwd_kernel,
+        grid,
+        args,
+        constexprs,
+        num_warps=MLP_NUM_WARPS,
+        num_stages=MLP_NUM_STAGES,
+    )
     return y, lv
 
 
