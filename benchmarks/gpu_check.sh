@@ -321,8 +321,9 @@ fi
 # 1. The kernels' compile check, when the module exists: for this GPU's compute capability.
 if [[ -f kernels/compile_check.py ]]; then
     CC=()
-    if ((!DRY)) && cap=$("$PY" -c "import torch; print('%d%d' % torch.cuda.get_device_capability())" 2>/dev/null); then
-        CC=(--targets "$cap")
+    if ((!DRY)); then
+        cap=$("$PY" -c "import torch; print('%d%d' % torch.cuda.get_device_capability())" 2>/dev/null)
+        [[ $cap =~ ^[0-9]+$ ]] && CC=(--targets "$cap")
     fi
     RECORD_ARGS=(--json compile_check.json --attach "$WORK/compile_check.json")
     run_part compile_check 150 "$PY" -m eor.kernels.compile_check "${CC[@]}" \

@@ -373,6 +373,12 @@ def cmd_finish(args: argparse.Namespace) -> int:
         )
         note = bench["agent"].get("phases_note")
         lines += ["", f"Note: {note}"] if note else []
+        backends = bench["agent"].get("ops_backends") or {}
+        if backends:  # after the run: an automatic Triton choice that failed says so here
+            lines += [
+                "",
+                "Backends after the run: " + ", ".join(f"{k} {v}" for k, v in backends.items()),
+            ]
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))

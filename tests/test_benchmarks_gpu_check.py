@@ -68,7 +68,7 @@ benchmarks/gpu_summary.py) exec "$REAL" "$@" ;;
 benchmarks/bench_ensemble.py) exec sleep 60 ;;
 benchmarks/bench_agent.py)
     out=$(arg_after --out "$@")
-    echo '{"machine": {}, "git_sha": "x", "results": [{"case": "update N=10", "impl": "eor", "updates_per_s": 321.0, "vs_ref": 3.5}], "speedups": {"update_n10_vs_ref": 3.5}}' >"$out"
+    echo '{"machine": {}, "git_sha": "x", "results": [{"case": "update N=10", "impl": "eor", "updates_per_s": 321.0, "vs_ref": 3.5}], "speedups": {"update_n10_vs_ref": 3.5}, "ops_backends": {"critic_loss": "torch (Triton failed: boom)"}}' >"$out"
     exit 0 ;;
 -m)
     case "$2" in
@@ -231,6 +231,7 @@ def test_gpu_flow_records_each_part_and_fails_at_the_end(tmp_path: Path, fake_py
     assert "| ensemble | **TIMEOUT** (rc 124) |" in text
     assert "Failed or not run: pytest_gpu, ensemble." in text
     assert "210.0 updates/s" in text and "| agent.update_n10_vs_ref | 3.5 |" in text
+    assert "| update N=10 | eor |" in text and "critic_loss torch (Triton failed: boom)" in text
     # $OUT gets what the device tool can bring back: at most 8 plain files, plain names.
     copied = sorted(p.name for p in copy.iterdir())
     assert len(copied) <= 8 and all(re.fullmatch(r"[\w.-]+", n) for n in copied)
