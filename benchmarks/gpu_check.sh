@@ -169,7 +169,7 @@ FAILED=0
 run_part() { # name limit_s command... ; records the part, never stops the script
     local name=$1 limit=${GPU_CHECK_PART_TIMEOUT:-$2}
     shift 2
-    local now left log rc status t0 t1
+    local now left log rc status t0 ms secs
     now=$(date +%s)
     left=$((DEADLINE - now))
     if ((DRY)); then
@@ -185,10 +185,11 @@ run_part() { # name limit_s command... ; records the part, never stops the scrip
     ((limit > left)) && limit=$left
     log=$DIR/logs/$name.log
     echo "== $name (timeout ${limit}s): $*"
-    t0=$(date +%s.%N)
+    t0=$(date +%s%N)
     timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
     rc=$?
-    t1=$(date +%s.%N)
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    secs=$((ms / 1000)).$(printf '%03d' $((ms % 1000)))
     case $rc in
     0) status=passed ;;
     77) status=skipped ;;
@@ -196,8 +197,8 @@ run_part() { # name limit_s command... ; records the part, never stops the scrip
     *) status=failed ;;
     esac
     [[ $status == failed || $status == timeout ]] && FAILED=1
-    echo "   $status (rc $rc, $(awk "BEGIN {printf \"%.0f\", $t1 - $t0}") s)"
-    record "$name" "$status" "$rc" "$(awk "BEGIN {print $t1 - $t0}")" "$*" "$log" ""
+    echo "   $status (rc $rc, $secs s)"
+    record "$name" "$status" "$rc" "$secs" "$*" "$log" ""
 }
 
 record() { # name status rc seconds command log detail

@@ -207,6 +207,8 @@ def test_gpu_flow_records_each_part_and_fails_at_the_end(tmp_path: Path, fake_py
         "train_agent_cuda_graph": "passed",
     }
     assert summary["failed"] == ["pytest_gpu", "ensemble"]
+    hung = next(p for p in summary["results"] if p["part"] == "ensemble")
+    assert hung["rc"] == 124 and hung["seconds"] >= 1.0  # stopped by its 1 s timeout
     # The stale ensemble.json of an earlier run is gone, never reported as this run's.
     assert not (out / "ensemble.json").exists()
     assert summary["speedups"] == {"agent.update_n10_vs_ref": 3.5}
