@@ -21,7 +21,7 @@ MODULES_HASH := $(shell find eor kernels -name '*.py' 2>/dev/null | sort | cksum
 STAMP := $(VENV)/.eor-installed-$(MODULES_HASH)
 CXX_SOURCES := $(shell find csrc -name '*.hpp' -o -name '*.cpp' -o -name 'CMakeLists.txt' 2>/dev/null)
 
-.PHONY: setup test test-cpp test-py test-floor lint format bench demo clean
+.PHONY: setup test test-cpp test-py test-floor compile-check lint format bench demo clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ test-cpp: $(STAMP)
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Every Triton kernel launch, compiled for sm_80 and sm_90 on this CPU with Triton's bundled ptxas
+# (no GPU needed): fails on a compile error, a register spill, shared memory over the limit or an
+# FMA dot where TF32 was asked for (about 3-4 min on 2 cores). Table: docs/results/compile_check.md.
+compile-check: $(STAMP)
+	mkdir -p build && $(PY) -m eor.kernels.compile_check --jobs $(JOBS) --json build/compile_check.json
 
 # ---------------------------------------------------------------------------- floor versions
 # The fast tests (not marked slow) against the lowest versions pyproject.toml admits, in a venv

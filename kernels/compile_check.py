@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=30.0, help="slowest compile allowed")
     parser.add_argument("--timeout", type=float, default=120.0, help="kill a compile after this")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument("--list", action="store_true", help="list the launches, compile nothing")
     args = parser.parse_args(argv)
     try:
@@ -398,7 +399,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_table(results))
     return 1 if failed else 0
+
+
+def markdown_table(results: list[Result]) -> str:
+    """The results as a markdown table, one row per launch and target."""
+    lines = [
+        "| kernel | config | target | compile s | registers | spill B | smem KB | dot | programs "
+        "| status |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r.kernel, r.config, r.target)):
+        status = "; ".join(r.problems) if r.problems else "ok"
+        smem = "-" if r.shared_bytes is None else f"{r.shared_bytes / 1024:.0f}"
+        progs = (
+            str(r.programs_min)
+            if r.programs_min == r.programs_max
+            else f"{r.programs_min}-{r.programs_max}"
+        )
+        config = r.config.replace("INPUT_PRECISION=", "")
+        lines.append(
+            f"| `{r.kernel}` | {config} | sm_{r.target} | {r.seconds:.1f} | {r.registers} "
+            f"| {r.spill_bytes} | {smem} | {r.dot} | {progs} | {status} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ records the kernel, its argument types, constexprs, grid, warps and stages inste
 it; then it compiles each recorded launch for sm_80 and sm_90. A launcher that changes a tile
 or adds a constexpr is therefore checked as it is, with no list to keep in step.
 
-Precision policy (docs/README.md "Numerics on the GPU"): `dot_precision`.
+Precision policy (docs/gpu.md, "Numerics"): `dot_precision`.
 
 - `ensemble_linear` and `ensemble_mlp` (dynamics training and rollouts, actor and critic
   forwards) do what `torch.matmul` does for the same float32 product: IEEE float32 (CUDA-core
   FMA) by default, TF32 tensor cores when the user allows TF32 for matmuls
-  (`torch.backends.cuda.matmul.allow_tf32 = True`, or `torch.set_float32_matmul_precision("high")`,
-  or `--matmul_precision high` on the eor commands), about 1e-3 relative error.
+  (`torch.backends.cuda.matmul.allow_tf32 = True`, or `torch.set_float32_matmul_precision("high")`),
+  about 1e-3 relative error.
 - `diversity` (the critic loss's GEMM chain and the diversity rows): always IEEE. The
   diversity gradient is built from the action gradients v = ∇ₐQᵢ through a normalisation
   v/‖v‖ whose backward divides by ‖v‖: a TF32 rounding of v is amplified where ‖v‖ is small,

@@ -1,5 +1,5 @@
 """The Triton kernels on a real GPU, at real sizes, against float64 references, at the
-tolerances of the precision policy (docs/README.md, "Numerics on the GPU"; kernels/launch.py).
+tolerances of the precision policy (docs/gpu.md, "Numerics"; kernels/launch.py).
 
 Every test is marked `gpu`: it runs wherever CUDA is visible (`benchmarks/gpu_check.sh` runs them
 with EOR_BACKEND=triton) and is skipped with a reason elsewhere. Errors are norm-wise,
