@@ -382,3 +382,29 @@ def test_device_cuda_fails_only_when_an_eor_provider_failed(
         with pytest.raises(SystemExit) as exc:
             bench_ensemble.main(["--device", "cuda"])
         assert exc.value.code == code
+
+
+def test_agent_update_rows_leave_out_the_cpu_only_measures_on_cuda() -> None:
+    stats = {"ref": {"median_s": 0.02, "spread_s": 0.001, "min_s": 0.019, "repeats": 4},
+             "eor": {"median_s": 0.005, "spread_s": 0.0, "min_s": 0.005, "repeats": 4}}  # fmt: skip
+    cuda_rows = bench_agent._update_rows(10, stats, 1e3, 10, None, None)
+    assert cuda_rows[1]["vs_ref"] == pytest.approx(4.0)
+    assert cuda_rows[1]["updates_per_s"] == pytest.approx(200.0)
+    assert not {"cpu1_ms", "cold_ms", "cpu1_vs_ref", "cold_vs_ref"} & set(cuda_rows[1])
+    cpu_rows = bench_agent._update_rows(10, stats, 1e3, 10, stats, stats)
+    # On CPU the keys and their order are those of the committed results/agent.json.
+    committed = read(ROOT / "benchmarks" / "results" / "agent.json")["results"]
+    assert [list(r) for r in cpu_rows] == [list(r) for r in committed[:2]]
+
+
+def test_agent_timing_waits_for_the_device_around_each_block() -> None:
+    events: list[str] = []
+    bench_agent.interleaved(
+        {"a": lambda: events.append("a"), "b": lambda: events.append("b")},
+        rounds=2,
+        warmup=0,
+        block=3,
+        sync=lambda: events.append("sync"),
+    )
+    block = ["sync", "a", "a", "a", "sync", "sync", "b", "b", "b", "sync"]
+    assert events == block * 2
