@@ -64,7 +64,7 @@ def test_ensemble_linear_forward_backward(tf32, e, b, i, o, shared, activation) 
     leaves = [t.cuda().requires_grad_() for t in (x, w, bias)]
     y = ops.ensemble_linear(*leaves, activation)
     y.backward(dy.cuda())
-    leaves64 = [t.double().requires_grad_() for t in (x, w, bias)]
+    leaves64 = [t.detach().double().requires_grad_() for t in (x, w, bias)]
     y64 = ref.ensemble_linear_ref(*leaves64, activation)
     y64.backward(dy.double())
     assert _rel(y, y64) <= TOL[tf32]
