@@ -15,7 +15,7 @@ allowed), and its cubin's resource usage is read with the bundled `cuobjdump`.
 Shapes (issue 15): critic ensembles N ∈ {2, 10, 50}, batch 256, hidden 256, (obs, act) ∈
 {(17, 6), (11, 3), (111, 8)}: the critic loss (`critic_loss_grads_triton`, η > 0 and η = 0),
 the critic forward and backward of the actor step (`ensemble_linear`), the target's min over
-members (`ensemble_mlp`); dynamics ensembles of 7 members, hidden 200 × 4 (SiLU), batch 256
+members (`ensemble_mlp`, at batch 256 and at 4,096 rows, where the min is fused); dynamics ensembles of 7 members, hidden 200 × 4 (SiLU), batch 256
 (training, `ensemble_linear` forward and backward) and 50,000-row rollouts
 (`gaussian_ensemble_fwd`, gathered by member) and 2,048-row holdout chunks (`ensemble_mlp`).
 
@@ -90,10 +90,15 @@ def _critic_scenarios() -> Iterator[tuple[str, Callable[[], None]]]:
             def target_min(ws=ws, bs=bs, obs=obs, act=act) -> None:
                 ensemble_mlp.ensemble_mlp_fwd(torch.cat([obs, act], 1), ws, bs, reduce="min")
 
+            def fused_min(ws=ws, bs=bs, d=d, h=h) -> None:  # enough row blocks for the fused min
+                rows = ensemble_mlp.mlp_blocks(h)[0] * ensemble_mlp.MIN_ROW_BLOCKS_FOR_FUSED_MIN
+                ensemble_mlp.ensemble_mlp_fwd(torch.zeros(rows, d), ws, bs, reduce="min")
+
             yield f"{where}: critic loss η=1", loss
             yield f"{where}: critic loss η=0", lambda loss=loss: loss(0.0)
             yield f"{where}: actor-step critic forward/backward", actor_step
             yield f"{where}: target min over members", target_min
+            yield f"{where}: min over members, 4,096 rows (fused)", fused_min
 
 
 def _dynamics_scenarios() -> Iterator[tuple[str, Callable[[], None]]]:
