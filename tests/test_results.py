@@ -561,5 +561,8 @@ def test_plot_and_report_of_real_runs(tmp_path: Path) -> None:
     assert g["last_score_std"] == pytest.approx(abs(lasts[0] - lasts[1]) / 2)  # ddof=0, n=2
 
     code, out, _ = invoke("plot", str(dirs[0]))
-    assert code == 0 and out.strip() == str(dirs[0] / "learning_curve.png")
-    assert_valid_png(dirs[0] / "learning_curve.png")
+    # the learning curves, then the edge-of-reach diagnostics (tests/test_agent_diagnostics.py)
+    curves, reach = dirs[0] / "learning_curve.png", dirs[0] / "learning_curve_reach.png"
+    assert code == 0 and out.split() == [str(curves), str(reach)]
+    assert_valid_png(curves)
+    assert png_size(reach) == (1200, 1100)

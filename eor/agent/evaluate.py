@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eor.agent.diagnostics import discounted_returns
 from eor.agent.rollout import Policy
 
 logger = logging.getLogger("eor.agent")
@@ -86,6 +87,7 @@ def evaluate(
     max_steps: int | None = None,
     envs: list[Any] | None = None,
     zero_contact_forces: bool = False,
+    gamma: float = 0.99,
 ) -> dict[str, Any]:
     """Run `episodes` deterministic episodes as one batch and summarise them.
 
@@ -94,9 +96,13 @@ def evaluate(
     envs: reuse these envs (one per episode) instead of making new ones.
     zero_contact_forces: make the envs with zeroed contact forces (ant; ignored with `envs`,
     which `make_eval_envs` makes the same way).
+    gamma: the discount of the discounted returns (the run's γ).
     Returns return_mean/std, score_mean/std (D4RL normalised, x100), length_mean, eval_time,
-    and the per-episode returns.
+    return_discounted_mean/std (Σ_t γ^t r_t from each episode's start), and per episode:
+    returns, discounted_returns and start_obs (the first observations, `[E][S]`).
     """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
     if episodes < 1:
         raise ValueError(f"eval_episodes must be a positive integer, got {episodes!r}")
     start = time.perf_counter()
@@ -112,7 +118,7 @@ def evaluate(
         # loaded 2-core machine). Restored below.
         torch.set_num_threads(1)
     try:
-        return _run_episodes(actor, env_spec, envs, episodes, seed, device, max_steps, start)
+        return _run_episodes(actor, env_spec, envs, episodes, seed, device, max_steps, start, gamma)
     finally:
         torch.set_num_threads(threads)
 
@@ -126,8 +132,11 @@ def _run_episodes(
     device: torch.device,
     max_steps: int | None,
     start: float,
+    gamma: float,
 ) -> dict[str, Any]:
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])  # [E, S]
+    start_obs = obs.copy()
+    rewards: list[list[float]] = [[] for _ in range(episodes)]
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
     alive = np.ones(episodes, dtype=bool)
@@ -138,11 +147,13 @@ def _run_episodes(
         for j, i in enumerate(idx):
             next_obs, reward, terminated, truncated, _ = envs[i].step(actions[j])
             returns[i] += float(reward)
+            rewards[i].append(float(reward))
             lengths[i] += 1
             obs[i] = next_obs
             if terminated or truncated or (max_steps is not None and lengths[i] >= max_steps):
                 alive[i] = False
     scores = np.asarray(env_spec.normalized_score(returns), dtype=np.float64)
+    discounted = discounted_returns(rewards, gamma)
     return {
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
@@ -150,5 +161,9 @@ def _run_episodes(
         "score_std": float(scores.std()),
         "length_mean": float(lengths.mean()),
         "eval_time": time.perf_counter() - start,
+        "return_discounted_mean": float(discounted.mean()),
+        "return_discounted_std": float(discounted.std()),
         "returns": returns.tolist(),
+        "discounted_returns": discounted.tolist(),
+        "start_obs": start_obs.tolist(),
     }

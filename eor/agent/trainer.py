@@ -50,6 +50,7 @@ from eor.agent.checkpoint import (
 )
 from eor.agent.config import TrainAgentConfig
 from eor.agent.cuda_graph import GraphedUpdate
+from eor.agent.diagnostics import ReachProbe, evaluation_values
 from eor.agent.evaluate import decide_zero_contact_forces, eval_seed, evaluate, make_eval_envs
 from eor.agent.ravl import LOGGED_KEYS, NonFiniteLossError
 from eor.agent.rollout import rollout_phase
@@ -175,6 +176,11 @@ class Trainer:
         # --cuda_graph: every non-log update replays one captured CUDA graph over static batch
         # tensors (eor.agent.cuda_graph), made after a resume's load_state_dict.
         self.graphed = GraphedUpdate(self.learner, config.batch_size) if config.cuda_graph else None
+        # Edge-of-reach diagnostics (eor.agent.diagnostics): a fixed probe of dataset states,
+        # rolled out at every log step with its own generators (training streams untouched).
+        self.reach_probe: ReachProbe | None = ReachProbe(
+            self.real_buffer, steps_k=config.steps_k, device=self.device
+        )
 
         if config.save:  # the reference's --save directory, config.yaml now, weights.pt at the end
             try:
@@ -492,6 +498,9 @@ class Trainer:
                     values = {k: out[k] for k in TRAIN_KEYS if k in out}
                     values = {k: float(v) for k, v in values.items()}
                     values["updates_per_s"] = updates_since_log / max(update_time, 1e-9)
+                    if self.reach_probe is not None:  # Q by rollout step, one host read
+                        model = self.components.model
+                        values.update(self.reach_probe.values(actor, self.learner.critic, model))
                     self._record("train", values)
                     pbar.show(self.epochs_done, values, self.last_eval)
                     update_time, updates_since_log = 0.0, 0
@@ -520,8 +529,20 @@ class Trainer:
             device=self.device,
             max_steps=cfg.eval_max_steps,
             envs=self._eval_envs,
+            gamma=cfg.gamma,
         )
-        rec = self._record("eval", {k: v for k, v in result.items() if k != "returns"})
+        # Q at the episodes' start states beside their discounted return (docs/algorithm.md §3.8)
+        result.update(
+            evaluation_values(
+                self.learner.actor,
+                self.learner.critic,
+                result["start_obs"],
+                result["discounted_returns"],
+                self.reach_probe,
+            )
+        )
+        per_episode = ("returns", "discounted_returns", "start_obs")
+        rec = self._record("eval", {k: v for k, v in result.items() if k not in per_episode})
         entry = {k: rec[k] for k in ("epoch", "updates", "return_mean", "score_mean")}
         self.last_eval = entry
         if self.best_eval is None or entry["score_mean"] > self.best_eval["score_mean"]:

@@ -34,7 +34,8 @@ def _load_groups(run_dirs: tuple[Path, ...]) -> tuple[list[Path], list[Group]]:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Image to write (.png, .pdf or .svg). Default: RUN_DIR/learning_curve.png for one "
-    "run, ./learning_curves.png for several.",
+    "run, ./learning_curves.png for several. The edge-of-reach diagnostics go beside it, "
+    "as NAME_reach.SUFFIX.",
 )
 def plot(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """Plot normalised score, Q-value statistics and critic loss against updates.
@@ -42,8 +43,13 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     Each RUN_DIR is a run directory written by `eor train-agent`, or a directory with run
     directories below it (e.g. `runs/`). Runs whose configs differ only in seed (and paths,
     device, wandb) are drawn as one line: the mean over seeds with a ± std band.
+
+    A second figure, NAME_reach.SUFFIX beside the first, shows the edge-of-reach diagnostics
+    (docs/algorithm.md §3.8): Q mean and ensemble std by rollout step, the largest |Q| on the
+    probe and the overestimation over training (runs that logged them). Both paths are printed.
     """
     from eor.results.plot import check_out, default_out, plot_groups
+    from eor.results.reach import has_reach_data, plot_reach, reach_out
 
     dirs, groups = _load_groups(run_dirs)
     try:
@@ -51,6 +57,8 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--out") from None
     click.echo(str(plot_groups(groups, path)))
+    if has_reach_data(groups):
+        click.echo(str(plot_reach(groups, reach_out(path))))
 
 
 @click.command()
