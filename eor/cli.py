@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "train-agent": "eor.agent.cli:train_agent",
     "convert-model": "eor.dynamics.convert_cli:convert_model",
     "lab": "eor.lab.cli:lab",
+    "train-online": "eor.online.cli:train_online",
 }
 
 

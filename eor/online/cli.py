@@ -1,0 +1,142 @@
+"""`eor train-online`: online SAC in a gymnasium MuJoCo env (docs/online.md).
+
+Every option is a `TrainOnlineConfig` field, spelled with underscores or dashes; booleans take
+a value as in `eor train-agent` (`--save_policies False`) or none (`--quiet` alone is True).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from eor.agent.cli import PyrallisBool, _click_type
+from eor.agent.ravl import RAVLHyperparams
+from eor.online.config import TrainOnlineConfig
+
+
+def _spellings(name: str) -> list[str]:
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def _option_fields() -> list[dataclasses.Field[Any]]:
+    """The run fields first, then the learner group (in --help)."""
+    learner = {f.name for f in dataclasses.fields(RAVLHyperparams)} - {"num_critics", "eta"}
+    everything = dataclasses.fields(TrainOnlineConfig)
+    return [f for f in everything if f.name not in learner] + [
+        f for f in everything if f.name in learner
+    ]
+
+
+def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for field in reversed(_option_fields()):
+        name, default = field.name, field.default
+        decls = _spellings(name) + (["-q"] if name == "quiet" else [])
+        if str(field.type) in ("bool", "<class 'bool'>"):
+            option = click.option(
+                *decls,
+                name,
+                type=PyrallisBool(),
+                is_flag=False,
+                flag_value=True,
+                default=default,
+                show_default=True,
+                metavar="[BOOL]",
+                help=f"{field.metadata['help']} Also {decls[0]} alone (True).",
+            )
+        else:
+            option = click.option(
+                *decls,
+                name,
+                type=_click_type(field.type),
+                default=default,
+                show_default=default is not None,
+                help=field.metadata["help"],
+            )
+        func = option(func)
+    return func
+
+
+EXAMPLE = """Train SAC online in a MuJoCo env (docs/online.md): RAVL's learner with eta = 0 and
+two critics, one update per env step after uniformly random actions for start_steps.
+
+\b
+Example:
+  eor train-online --env_name halfcheetah --total_steps 300000 --seed 0 --run_dir runs/sac-hc-s0
+  eor train-online --resume runs/sac-hc-s0                    # after Ctrl-C or a crash
+  eor train-online --resume runs/sac-hc-s0 --total_steps 1000000
+  eor plot runs/sac-hc-s0
+
+The run directory gets config.json, metrics.jsonl, policies.json, checkpoints/latest.pt (the
+whole state, replay buffer included), checkpoints/policy_<env step>.pt and summary.json.
+With --resume only total_steps, device, eval_*, checkpoint_every, save_policies, log_every,
+threads, deterministic and quiet may change. Exit status: 0 done, 1 a NaN loss or another
+error, 2 bad input, 130 interrupted (Ctrl-C saves a checkpoint first).
+"""
+
+
+def _bad_parameter(exc: Exception) -> click.ClickException:
+    """ValueError "name must ..." / "name: ..." -> a usage error naming --name."""
+    message = str(exc)
+    head = message.split(" ", 1)[0].rstrip(":")
+    if head in {f.name for f in dataclasses.fields(TrainOnlineConfig)} | {"resume"}:
+        if message.startswith(f"{head}: "):
+            message = message[len(head) + 2 :]
+        return click.BadParameter(message, param_hint=f"--{head}")
+    return click.UsageError(message)
+
+
+@click.command(help=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"]})
+@_config_options
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue the run in RUN_DIR from its checkpoints/latest.pt.",
+)
+@click.pass_context
+def train_online(ctx: click.Context, resume: str | None, **options: Any) -> None:
+    from eor.online.trainer import NonFiniteLossError, OnlineTrainer, TrainingSetupError
+
+    given = {
+        k
+        for k in options
+        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    try:
+        if resume is not None:
+            trainer = OnlineTrainer.resume(resume, overrides={k: options[k] for k in given})
+        else:
+            trainer = OnlineTrainer(TrainOnlineConfig(**options))
+    except (TrainingSetupError, ValueError, FileNotFoundError) as exc:
+        raise _bad_parameter(exc) from None
+
+    cfg = trainer.config
+    if not cfg.quiet:
+        what = "Resuming" if resume else "Training"
+        click.echo(
+            f"{what} SAC online in {trainer.env_spec.gym_id} on {trainer.device}: env step "
+            f"{trainer.env_steps}/{cfg.total_steps}, run dir {trainer.run_dir}",
+            err=True,
+        )
+    try:
+        summary = trainer.train()
+    except NonFiniteLossError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def fmt(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.1f}"
+
+    click.echo(
+        f"{summary['status']}: {summary['env_steps']} env steps, {summary['total_updates']} "
+        f"updates in {summary['wall_time_s']:.1f} s; return last {fmt(summary['last_return'])} "
+        f"best {fmt(summary['best_return'])}; {trainer.run_dir}/summary.json"
+    )
+    if summary["status"] == "interrupted":
+        sys.exit(130)
