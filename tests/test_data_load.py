@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from pathlib import Path
 
 import h5py
@@ -331,52 +329,6 @@ def test_not_found_lists_places_and_command(tmp_path):
     assert "eor collect walker2d-random-v2" in msg
     with pytest.raises(FileNotFoundError, match="--policy CHECKPOINT"):
         load_dataset("walker2d-medium-v2")
-
-
-class _FakeEpisode:
-    def __init__(self, obs, act, rew, term, trunc):
-        self.observations, self.actions, self.rewards = obs, act, rew
-        self.terminations, self.truncations = term, trunc
-
-
-def _fake_minari(episodes, ids):
-    mod = types.ModuleType("minari")
-    mod.list_local_datasets = lambda: {i: {} for i in ids}  # type: ignore[attr-defined]
-
-    class _DS:
-        def iterate_episodes(self):
-            return iter(episodes)
-
-    mod.load_dataset = lambda dataset_id: _DS()  # type: ignore[attr-defined]
-    return mod
-
-
-def test_minari_source_with_fake_module(tmp_path, monkeypatch):
-    """The Minari path (minari itself is an optional extra): episodes of T steps carry T + 1
-    observations; truncated steps are dropped like D4RL timeouts; D4RL's cache wins."""
-    rng = np.random.default_rng(0)
-
-    def episode(t, terminated):
-        term = np.zeros(t, bool)
-        trunc = np.zeros(t, bool)
-        (term if terminated else trunc)[-1] = True
-        obs = rng.standard_normal((t + 1, S))
-        return _FakeEpisode(obs, rng.uniform(-1, 1, (t, A)), rng.standard_normal(t), term, trunc)
-
-    eps = [episode(4, True), episode(3, False)]
-    monkeypatch.setitem(sys.modules, "minari", _fake_minari(eps, ["mujoco/hopper/medium-v0"]))
-    ds = load_dataset("hopper-medium-v2")
-    assert ds.source == "minari:mujoco/hopper/medium-v0"
-    assert len(ds) == 4 + 2  # the truncated last step of episode 2 is dropped
-    np.testing.assert_allclose(ds.observations[:4], eps[0].observations[:4])
-    np.testing.assert_allclose(ds.next_observations[:4], eps[0].observations[1:])
-    np.testing.assert_allclose(ds.next_observations[4:], eps[1].observations[1:3])
-    assert ds.terminals.tolist() == [0, 0, 0, 1, 0, 0]
-
-    _write_h5(tmp_path / "d4rl" / "hopper_medium-v2.hdf5", _hopper_raw())
-    assert load_dataset("hopper-medium-v2").source.startswith("D4RL cache")
-    with pytest.raises(FileNotFoundError, match="mujoco/hopper/expert-v0"):
-        load_dataset("hopper-expert-v2")
 
 
 def test_minari_installed():

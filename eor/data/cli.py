@@ -1,4 +1,4 @@
-"""`eor collect` and `eor datasets` (list, info)."""
+"""`eor collect` and `eor datasets` (list, info, export)."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def list_datasets() -> None:
         click.echo("Minari: not installed (pip install 'eor[minari]')")
     else:
         click.echo("Minari (local):")
-        known = {sources.minari_id(n): n for n in all_dataset_names()}
+        known = {sources.minari_id(n): n for n in all_dataset_names() if sources.minari_id(n)}
         for mid in minari_ids:
             click.echo(f"  {known.get(mid, '(no D4RL name)'):<32} {mid}")
             found += 1
@@ -241,3 +241,62 @@ def info(name: str) -> None:
     ):
         if key in attrs:
             click.echo(f"{key:<12} {attrs[key]}")
+
+
+@datasets.command("export")
+@click.argument("name_or_path")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["minari"]),
+    default="minari",
+    show_default=True,
+    help="output format",
+)
+@click.option(
+    "--out",
+    required=True,
+    help="the Minari dataset id to write, e.g. eor/halfcheetah/random-v0 (in Minari's local "
+    "store: $MINARI_DATASETS_PATH, else ~/.minari/datasets)",
+)
+@click.option(
+    "--env_name",
+    "--env-name",
+    "env_name",
+    default=None,
+    help="env of a file whose name does not say it",
+)
+@click.option("--author", default="eor", show_default=True, help="author recorded by Minari")
+@click.option("--overwrite", is_flag=True, help="replace an existing Minari dataset")
+def export(
+    name_or_path: str,
+    fmt: str,
+    out: str,
+    env_name: str | None,
+    author: str,
+    overwrite: bool,
+) -> None:
+    """Write NAME_OR_PATH (a D4RL name or a D4RL-format file) as a Minari dataset.
+
+    Episodes end at terminals (Minari terminations) and timeouts (truncations); the file's
+    unfinished last episode ends truncated. The file needs next_observations. Reading the
+    export back keeps every row; see docs/algorithm.md §1.2.
+    """
+    from eor.data.dataset import DatasetError
+    from eor.data.minari_io import export_minari, is_minari_id, minari_dataset_path
+
+    if not is_minari_id(out):
+        raise click.BadParameter(
+            f"{out!r} is not a Minari id (namespace/env/name-vN, e.g. eor/hopper/random-v0)",
+            param_hint="--out",
+        )
+    try:
+        mds = export_minari(name_or_path, out, env=env_name, overwrite=overwrite, author=author)
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (FileExistsError, FileNotFoundError, DatasetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"wrote Minari dataset {out} ({mds.total_episodes} episodes, {mds.total_steps} steps, "
+        f"env {mds.env_spec.id}) to {minari_dataset_path(out)}"
+    )

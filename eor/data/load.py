@@ -1,10 +1,12 @@
 """`load_dataset`: find a dataset by path or D4RL name, validate it, return the Q-learning form.
 
 Resolution order for a name (the first hit wins, and the "eor.data" logger says which):
-    1. an explicit path (D4RL-style .hdf5/.h5 or .npz);
+    1. an explicit path (D4RL-style .hdf5/.h5 or .npz, or a Minari dataset folder);
     2. D4RL's cache ($D4RL_DATASET_DIR, else ~/.d4rl/datasets), read with h5py alone;
-    3. a local Minari dataset, when `minari` is installed;
+    3. a local Minari dataset (sources.minari_id's table), when `minari` is installed;
     4. eor's own store ($EOR_DATA_DIR, else the user cache), filled by `eor collect`.
+A Minari id (mujoco/hopper/medium-v0) names a local Minari dataset directly. Minari data is
+converted by eor.data.minari_io (every step of every episode, docs/algorithm.md §1.2).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from eor.envs import DATASET_VERSION, EnvSpec, get_env, parse_dataset_name
 
@@ -77,54 +77,25 @@ def load_file(
     )
 
 
-def _load_minari(name: str, spec: EnvSpec) -> Dataset | None:
-    """Load the local Minari counterpart of `name`, or None when there is none."""
-    minari = sources.minari_module()
-    if minari is None:
-        return None
-    dataset_id = sources.minari_id(name)
-    if dataset_id not in sources.minari_local_ids():
-        return None
-    mds = minari.load_dataset(dataset_id)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "n", "d", "t")}
-    for ep in mds.iterate_episodes():
-        obs = np.asarray(ep.observations)  # [T + 1, S]: the final observation is included
-        parts["o"].append(obs[:-1])
-        parts["n"].append(obs[1:])
-        parts["a"].append(np.asarray(ep.actions))
-        parts["r"].append(np.asarray(ep.rewards))
-        parts["d"].append(np.asarray(ep.terminations))
-        parts["t"].append(np.asarray(ep.truncations))
-    if not parts["o"]:
-        raise DatasetError(f"Minari dataset {dataset_id!r} has no episodes")
-    raw = {
-        "observations": np.concatenate(parts["o"]),
-        "next_observations": np.concatenate(parts["n"]),
-        "actions": np.concatenate(parts["a"]),
-        "rewards": np.concatenate(parts["r"]),
-        "terminals": np.concatenate(parts["d"]),
-        # A truncated step's successor is the real next state, but docs/algorithm.md §1 drops timeouts.
-        "timeouts": np.concatenate(parts["t"]) & ~np.concatenate(parts["d"]),
-    }
-    where = f"minari:{dataset_id}"
-    validate_raw(raw, spec, where=where)
-    arrays = qlearning_arrays(raw)
-    logger.info(
-        "loaded %s from Minari dataset %s (%d transitions)",
-        name,
-        dataset_id,
-        len(arrays["rewards"]),
-    )
-    return Dataset.from_arrays(arrays, name=name, env=spec, source=where)
+def _minari_local(dataset_id: str | None) -> bool:
+    """True when Minari dataset `dataset_id` has a folder in Minari's local store."""
+    if dataset_id is None or sources.minari_module() is None:
+        return False
+    from .minari_io import minari_dataset_path
+
+    return (minari_dataset_path(dataset_id) / "data").is_dir()
 
 
 def search_locations(name: str) -> list[tuple[str, str]]:
     """(source, location) of every place `load_dataset(name)` looks, in order."""
     places = [("D4RL cache", str(sources.d4rl_path(name)))]
-    if sources.minari_module() is not None:
-        places.append(("Minari", sources.minari_id(name)))
+    dataset_id = sources.minari_id(name)
+    if dataset_id is None:
+        places.append(("Minari", f"none (Minari has no counterpart of {name})"))
+    elif sources.minari_module() is not None:
+        places.append(("Minari", dataset_id))
     else:
-        places.append(("Minari", "not installed (pip install 'eor[minari]')"))
+        places.append(("Minari", f"{dataset_id}: not installed (pip install 'eor[minari]')"))
     places.append(("eor store", str(sources.eor_path(name))))
     return places
 
@@ -135,11 +106,9 @@ def resolve(name: str) -> tuple[str, str]:
     d4rl = sources.d4rl_path(name)
     if d4rl.is_file():
         return "D4RL cache", str(d4rl)
-    if (
-        sources.minari_module() is not None
-        and sources.minari_id(name) in sources.minari_local_ids()
-    ):
-        return "Minari", sources.minari_id(name)
+    dataset_id = sources.minari_id(name)
+    if dataset_id is not None and _minari_local(dataset_id):
+        return "Minari", dataset_id
     own = sources.eor_path(name)
     if own.is_file():
         return "eor store", str(own)
@@ -147,7 +116,8 @@ def resolve(name: str) -> tuple[str, str]:
 
 
 def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) -> Dataset:
-    """Load a dataset by file path or D4RL name, in docs/algorithm.md §1's Q-learning form.
+    """Load a dataset by file path, D4RL name, Minari id or Minari dataset folder, in
+    docs/algorithm.md §1's Q-learning form.
 
     `env` names the env of a file whose name does not say it (and must agree with a D4RL
     name). Raises FileNotFoundError listing every place searched and the command that makes
@@ -155,6 +125,15 @@ def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) 
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
+    if path.is_dir():
+        from .minari_io import load_minari_dir
+
+        return load_minari_dir(path, env=env)
+    if not isinstance(name_or_path, Path) and not path.exists():
+        from .minari_io import is_minari_id, load_minari
+
+        if is_minari_id(text):
+            return load_minari(text, env=env)
     if isinstance(name_or_path, Path) or path.is_file() or _looks_like_path(text):
         if not path.is_file():
             raise FileNotFoundError(f"dataset file {text!r} does not exist")
@@ -166,9 +145,10 @@ def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) 
         raise ValueError(f"env={get_env(env).name!r} does not match dataset {text!r}")
 
     source, location = resolve(text)
-    from_minari = _load_minari(text, spec) if source == "Minari" else None
-    if from_minari is not None:
-        return from_minari
+    if source == "Minari":
+        from .minari_io import load_minari
+
+        return load_minari(location, env=spec, name=text)
     if source in ("D4RL cache", "eor store"):
         return load_file(location, env=spec, source=source, name=text)
 

@@ -1,7 +1,7 @@
 """Where datasets live: D4RL's cache, Minari's local store, eor's own store.
 
 D4RL cache   $D4RL_DATASET_DIR, else ~/.d4rl/datasets/   file {env}_{kind with _}-v2.hdf5
-Minari       local datasets of `minari` (optional extra), ids mujoco/{env}/{kind}-v0
+Minari       local datasets of `minari` (optional extra), ids mujoco/{env}/{medium,expert}-v0
 eor store    $EOR_DATA_DIR, else $XDG_CACHE_HOME/eor/datasets, else ~/.cache/eor/datasets
              (same file names as D4RL; filled by `eor collect`)
 """
@@ -50,14 +50,19 @@ def minari_module() -> Any | None:
     return minari
 
 
-def minari_id(name: str) -> str:
-    """Minari's id for a D4RL name: halfcheetah-medium-v2 -> mujoco/halfcheetah/medium-v0.
+# D4RL kind -> Minari's dataset in namespace mujoco/{env}/ (docs/algorithm.md §1.1 has the
+# table). Minari re-recorded the MuJoCo suite in gymnasium's v5 envs with its own policies:
+# for halfcheetah, hopper, walker2d and ant it has simple-v0, medium-v0 and expert-v0 only.
+# random, medium-replay, medium-expert and full-replay have no counterpart; simple-v0 has no
+# D4RL name (load it by its id).
+MINARI_KINDS = {"medium": "medium-v0", "expert": "expert-v0"}
 
-    Minari re-recorded the MuJoCo datasets with gymnasium's v5 envs; only some kinds exist
-    (expert, medium, simple), so most names have no Minari counterpart.
-    """
+
+def minari_id(name: str) -> str | None:
+    """Minari's id for a D4RL name (halfcheetah-medium-v2 -> mujoco/halfcheetah/medium-v0), or
+    None when Minari has no counterpart (e.g. halfcheetah-random-v2)."""
     env, kind = parse_dataset_name(name)
-    return f"mujoco/{env}/{kind}-v0"
+    return f"mujoco/{env}/{MINARI_KINDS[kind]}" if kind in MINARI_KINDS else None
 
 
 def minari_local_ids() -> list[str]:
