@@ -103,7 +103,9 @@ def _bad_parameter(exc: Exception) -> click.ClickException:
 @click.pass_context
 def train_online(ctx: click.Context, resume: str | None, **options: Any) -> None:
     from eor.online.trainer import NonFiniteLossError, OnlineTrainer, TrainingSetupError
+    from eor.runtime import tune_malloc
 
+    tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
     given = {
         k
         for k in options
