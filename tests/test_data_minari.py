@@ -434,3 +434,18 @@ def test_interrupted_export_leaves_no_dataset(collected, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         minari_io.export_minari(collected["hopper"], "eor/hopper/cut-short-v0")
     assert not minari_io.minari_dataset_path("eor/hopper/cut-short-v0").exists()
+
+
+def test_export_by_d4rl_name(collected, tmp_path):
+    """A D4RL name is resolved like load_dataset does (here: eor's store); env must agree."""
+    store = tmp_path / "eor" / "hopper_random-v2.hdf5"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(collected["hopper"].read_bytes())
+    with pytest.raises(
+        ValueError, match="env='walker2d' does not match dataset 'hopper-random-v2'"
+    ):
+        minari_io.export_minari("hopper-random-v2", "local/hopper/random-v0", env="walker2d")
+    mds = minari_io.export_minari("hopper-random-v2", "local/hopper/random-v0")
+    assert mds.env_spec.id == "Hopper-v4"
+    raw, _ = read_raw(store)
+    _assert_same(load_dataset("local/hopper/random-v0"), _rows(raw))

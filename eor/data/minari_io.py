@@ -321,7 +321,9 @@ def export_minari(
         if source == "Minari":
             raise ValueError(f"name_or_path: {name} is already the Minari dataset {location}")
         path = Path(location)
-        env = env if env is not None else name
+        if env is not None and get_env(env).name != get_env(name).name:
+            raise ValueError(f"env={get_env(env).name!r} does not match dataset {name!r}")
+        env = name
     raw, attrs = read_raw(path)
     spec = _env_for_file(path, attrs, env)
     where = str(path)
@@ -389,7 +391,6 @@ def export_minari(
                 description=description,
                 ref_min_score=spec.ref_min_score,
                 ref_max_score=spec.ref_max_score,
-                num_episodes_average_score=1,
                 data_format="hdf5",
             )
             mds = minari.load_dataset(dataset_id)
