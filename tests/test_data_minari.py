@@ -48,7 +48,8 @@ def _isolated_dirs(tmp_path, monkeypatch):
 def collected(tmp_path_factory) -> dict[str, Path]:
     """Real simulator data made by `eor collect`: halfcheetah never terminates, so 2300 rows
     are two 1000-step episodes ending in timeouts plus an unfinished 300-row one; random
-    hopper falls over, so its episodes end in terminals."""
+    hopper falls over, so its episodes end in terminals; 200 ant rows are one unfinished
+    episode."""
     folder = tmp_path_factory.mktemp("collected")
     return {
         "halfcheetah": collect(
@@ -57,6 +58,8 @@ def collected(tmp_path_factory) -> dict[str, Path]:
         "hopper": collect(
             "hopper-random-v2", steps=400, seed=1, out=folder / "hopper_random-v2.hdf5"
         ),
+        # 111 columns with real contact forces (Ant-v4, use_contact_forces=True).
+        "ant": collect("ant-random-v2", steps=200, seed=2, out=folder / "ant_random-v2.hdf5"),
     }
 
 
@@ -96,7 +99,7 @@ def test_minari_id_table():
 # ----------------------------------------------------------------------------- round trip
 
 
-@pytest.mark.parametrize("env", ["halfcheetah", "hopper"])
+@pytest.mark.parametrize("env", ["halfcheetah", "hopper", "ant"])
 def test_round_trip_of_collected_data(collected, env):
     """eor collect -> export -> minari.load_dataset -> eor's loader: every row of the file, in
     order; eor's D4RL-layout loader gives the same rows minus those flagged `timeouts`."""
