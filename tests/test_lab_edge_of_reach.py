@@ -74,15 +74,15 @@ def test_patched_learner_rejects_a_bad_k() -> None:
 
 
 def _tiny(**changes: object) -> LabConfig:
-    return LabConfig.quick(
-        epochs=1,
-        updates_per_epoch=10,
-        rollouts_per_epoch=100,
-        dataset_size=300,
-        probe_states=50,
-        log_every=5,
-        **changes,
-    )
+    sizes: dict[str, object] = {
+        "epochs": 1,
+        "updates_per_epoch": 10,
+        "rollouts_per_epoch": 100,
+        "dataset_size": 300,
+        "probe_states": 50,
+        "log_every": 5,
+    }
+    return LabConfig.quick(**{**sizes, **changes})
 
 
 def test_setup_probes_are_labelled_as_claimed() -> None:
@@ -155,3 +155,14 @@ def test_lab_config_validation() -> None:
     with pytest.raises(ValueError, match="methods must not repeat"):
         LabConfig(methods=("base", "base")).validate()
     LabConfig().validate()
+
+
+def test_no_edge_of_reach_states_in_the_box_gives_nan_statistics() -> None:
+    """With k = 20 the 19-step reach set covers the whole box: the edge set is empty."""
+    config = _tiny(steps_k=20, probe_states=20)
+    setup = build_setup(config)
+    assert len(setup.probe_edge) == 0 and len(setup.probe_within) == 20
+    result = train_method(methods_for(config)["base"], setup, config)
+    final = result["final"]
+    assert np.isnan(final["q_std_edge"]) and np.isfinite(final["q_std_within"])
+    assert final["buffer_edge_share"] == 0.0

@@ -74,11 +74,12 @@ def edge_of_reach(
     Trains each method on k-step rollouts of the point mass itself, labels edge-of-reach
     states exactly, and writes OUT/<method>.png (reward map and final trajectories, returns,
     mean Q on the data beside the true Q*, Q-ensemble std at edge-of-reach vs within-reach
-    states) and OUT/summary.json. The defaults take about 6 minutes on 2 CPU cores.
+    states) and OUT/summary.json. The defaults (3 x 25,000 updates) took 15 minutes on a
+    busy 2-core CPU (docs/lab.md).
 
     \b
     Example:
-      eor lab edge-of-reach --out lab/eor
+      eor lab edge-of-reach --out lab/edge-of-reach
       eor lab edge-of-reach --out /tmp/eor-quick --quick --methods base,ravl
     """
     from eor.lab.edge_of_reach import LabConfig, run_lab

@@ -4,7 +4,7 @@
    is the edge-of-reach set), the goal and the final policy's trajectories in the true env;
 2. the return over training, beside the optimal return from the same start states;
 3. the mean Q(s, π(s)) over the critics at dataset states, beside the true Q*(s, π(s))
-   (symmetric-log axis: a collapse spans decades);
+   (a symmetric-log axis once |Q| passes 100: a collapse spans decades);
 4. the Q-ensemble std at edge-of-reach states and at within-reach states (R_{k−1}).
 """
 
@@ -86,9 +86,12 @@ def plot_method(
     ax_ret.legend()
 
     # 3. mean Q on the data
-    ax_q.plot(x, series("q_data_mean"), marker="o", markersize=3, label="mean Q(s, π(s))")
-    ax_q.plot(x, series("q_data_true"), linestyle="--", color="black", label="true Q*(s, π(s))")
-    ax_q.set_yscale("symlog", linthresh=10.0)
+    q_mean, q_true = series("q_data_mean"), series("q_data_true")
+    ax_q.plot(x, q_mean, marker="o", markersize=3, label="mean Q(s, π(s))")
+    ax_q.plot(x, q_true, linestyle="--", color="black", label="true Q*(s, π(s))")
+    finite = np.abs(q_mean[np.isfinite(q_mean)])
+    if finite.size and finite.max() > 100.0:  # a collapse spans decades
+        ax_q.set_yscale("symlog", linthresh=10.0)
     ax_q.set_title("Q at dataset states")
     ax_q.set_xlabel("updates")
     ax_q.legend()
@@ -100,7 +103,10 @@ def plot_method(
     ax_std.plot(
         x, series("q_std_within"), marker="o", markersize=3, color="tab:blue", label="within reach"
     )
-    ax_std.set_yscale("symlog", linthresh=1e-2)
+    stds = np.concatenate([series("q_std_edge"), series("q_std_within")])
+    stds = stds[np.isfinite(stds)]
+    if stds.size and stds.min() > 0:
+        ax_std.set_yscale("log")
     ax_std.set_title(f"Q-ensemble std at π(s) (N = {result['num_critics']})")
     ax_std.set_xlabel("updates")
     ax_std.legend()
