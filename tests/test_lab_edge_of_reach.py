@@ -166,3 +166,18 @@ def test_no_edge_of_reach_states_in_the_box_gives_nan_statistics() -> None:
     final = result["final"]
     assert np.isnan(final["q_std_edge"]) and np.isfinite(final["q_std_within"])
     assert final["buffer_edge_share"] == 0.0
+
+
+def test_update_goes_through_the_patched_target() -> None:
+    """`RAVL.update` must call `_critic_target`: the patch's seam. A learner that bypassed it
+    (e.g. a captured graph) would silently train the unpatched base method."""
+    env = PointMass()
+    reach = ReachLabels(np.array([[-0.5, -0.5]]), env)
+    config = RAVLConfig(obs_dim=2, act_dim=2, hidden_dim=8, num_critics=2, eta=0.0)
+    learner = OraclePatchedRAVL(config, reach=reach, oracle=_oracle, steps_k=5, seed=0)
+    obs = torch.full((16, 2), -0.5) + torch.linspace(0.0, 0.4, 16)[:, None]
+    act = torch.ones(16, 2)
+    next_obs, rew, done = env.step(obs, act)
+    learner.update({"obs": obs, "act": act, "rew": rew, "next_obs": next_obs, "done": done})
+    assert learner.target_rows == 16
+    assert learner.patched_rows == int(reach.edge_of_reach(next_obs, 5).sum()) > 0
