@@ -5,6 +5,7 @@ in a tiny run's metrics.jsonl, the discounted return, and `eor plot`'s reach fig
 from __future__ import annotations
 
 import json
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,24 @@ def test_keys_in_the_metrics_of_a_tiny_run(tiny_run: Path) -> None:
         assert not {"returns", "discounted_returns", "start_obs"} & rec.keys()
     # the values change over training (the probe measures the current critics)
     assert train[0]["reach/q_mean_t0"] != train[-1]["reach/q_mean_t0"]
+
+
+def test_wandb_gets_the_diagnostics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[dict[str, Any]] = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: types.SimpleNamespace(id="r1", summary={})  # type: ignore[attr-defined]
+    fake.log = lambda data, step: logged.append(data)  # type: ignore[attr-defined]
+    fake.finish = lambda: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    config = tiny_config(tmp_path / "w", wandb=True, epochs=1)
+    trainer_mod.Trainer(config, components=make_components()).train()
+    train = [d for d in logged if "train/critic_loss" in d]
+    evals = [d for d in logged if "eval/score_mean" in d]
+    assert len(train) == 2 and len(evals) == 1
+    assert all({f"train/{k}" for k in reach_keys(STEPS)} <= d.keys() for d in train)
+    assert {"eval/overestimation", "eval/q_start_mean", "eval/return_discounted_mean"} <= evals[
+        0
+    ].keys()
 
 
 def test_the_probe_is_fixed_across_log_steps(

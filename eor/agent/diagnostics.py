@@ -97,15 +97,17 @@ class ReachProbe:
         """Q of all critics along the probe's rollouts: (q `[k+1, N, P]`, live `[k+1, P]` bool).
 
         q[t, i, j] = Q_i(s_t, a_t) of row j; live[t, j]: row j's rollout reached s_t (no
-        termination and only finite states before it). Dead rows keep their last state.
+        termination and only finite states before it). Dead rows keep their last state. The
+        critics run once, on all k+1 steps' rows together (one larger GEMM per layer).
         """
         gen = self.generator.manual_seed(self.seed)
         obs = self.start_obs
         live = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)  # [P]
-        qs, lives = [], []
+        obs_steps, act_steps, lives = [], [], []
         for t in range(self.steps_k + 1):
             act = actor.act(obs, deterministic=False, generator=gen)  # [P, A]
-            qs.append(critic.q_values(obs, act))  # [N, P]
+            obs_steps.append(obs)
+            act_steps.append(act)
             lives.append(live)
             if t == self.steps_k:
                 break
@@ -113,7 +115,9 @@ class ReachProbe:
             finite = torch.isfinite(next_obs).all(dim=1) & torch.isfinite(reward.reshape(-1))
             live = live & finite & ~done.reshape(-1).to(torch.bool)
             obs = torch.where(live[:, None], next_obs, obs)
-        return torch.stack(qs), torch.stack(lives)
+        q = critic.q_values(torch.cat(obs_steps), torch.cat(act_steps))  # [N, (k+1)·P]
+        q = q.reshape(q.shape[0], self.steps_k + 1, -1).transpose(0, 1)  # [k+1, N, P]
+        return q, torch.stack(lives)
 
     @torch.no_grad()
     def measure(self, actor: Policy, critic: Any, model: DynamicsModel) -> Tensor:
