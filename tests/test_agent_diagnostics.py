@@ -170,6 +170,42 @@ def test_values_with_a_real_dynamics_model() -> None:
     assert got["reach/q_abs_max"] == pytest.approx(abs_max, rel=1e-6)
 
 
+def test_values_through_the_simulator() -> None:
+    """`--true_dynamics`: the simulator as the probe's model (hopper terminates often)."""
+    from eor.envs import make_env
+    from eor.envs.true_dynamics import SimulatorDynamics
+
+    spec = get_env("hopper")
+    env = make_env(spec, seed=0)
+    rng = np.random.default_rng(0)
+    states = []
+    for i in range(60):  # random-policy states, the later ones close to falling over
+        if i % 20 == 0:
+            obs, _ = env.reset(seed=i)
+        states.append(obs)
+        obs, _, term, _, _ = env.step(rng.uniform(-1, 1, spec.act_dim))
+        if term:
+            obs, _ = env.reset(seed=1000 + i)
+    env.close()
+    obs = np.asarray(states, np.float32)
+    n, s, a = len(obs), spec.obs_dim, spec.act_dim
+    buf = eor.ReplayBuffer.from_arrays(
+        obs, np.zeros((n, a), np.float32), np.zeros(n, np.float32), obs, np.zeros(n, np.float32)
+    )
+    config = RAVLConfig(obs_dim=s, act_dim=a, hidden_dim=16, num_critics=3, eta=1.0)
+    learner = RAVL(config, seed=0)
+    sim = SimulatorDynamics(spec, nthread=1)
+    probe = ReachProbe(buf, steps_k=4, device="cpu", size=40)
+    got = probe.values(learner.actor, learner.critic, sim)
+    means, stds, fractions, abs_max = direct_stats(probe, learner, sim)
+    sim.close()
+    for t in range(5):
+        assert got[f"reach/q_mean_t{t}"] == pytest.approx(means[t], rel=1e-5, abs=1e-6)
+        assert got[f"reach/q_std_t{t}"] == pytest.approx(stds[t], rel=1e-5, abs=1e-6)
+    assert [got[f"reach/alive_t{t}"] for t in range(1, 5)] == pytest.approx(fractions)
+    assert got["reach/q_abs_max"] == pytest.approx(abs_max, rel=1e-6)
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="steps_k must be a positive integer"):
         reach_keys(0)
