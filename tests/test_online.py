@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from eor.agent.checkpoint import load_checkpoint
 from eor.agent.networks import Actor
-from eor.agent.ravl import RAVL, actor_from_state
+from eor.agent.ravl import RAVL, NonFiniteLossError, actor_from_state
 from eor.cli import main
 from eor.envs import get_env
 from eor.online import read_policies, read_replay
@@ -48,9 +48,13 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(main, ["train-online", *args], catch_exceptions=False)
 
 
+def flat(options: dict[str, str]) -> list[str]:
+    return [x for kv in options.items() for x in kv]
+
+
 def run(run_dir: Path, **changes: str) -> Any:
     options = {**TINY, **{f"--{k}": v for k, v in changes.items()}, "--run_dir": str(run_dir)}
-    return invoke(*[x for kv in options.items() for x in kv])
+    return invoke(*flat(options))
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -280,6 +284,26 @@ def test_resume_may_extend_total_steps(tmp_path: Path) -> None:
     assert evals == [100, 200, 300]
 
 
+def test_nan_loss_exits_1_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_update = RAVL.update
+
+    def update(self: RAVL, batch: Any, **kw: Any) -> Any:
+        if self.num_updates == 200 - 64:
+            raise NonFiniteLossError("non-finite RAVL loss at update 137 (critic_loss=nan)")
+        return real_update(self, batch, **kw)
+
+    monkeypatch.setattr(RAVL, "update", update)
+    d = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train-online", *flat(TINY), "--run_dir", str(d)])
+    assert result.exit_code == 1
+    assert "training stopped at env step 200" in result.output
+    assert "The last checkpoint (env step 150) is kept" in " ".join(result.output.split())
+    assert json.loads((d / "summary.json").read_text())["status"] == "failed_nonfinite"
+    assert load_checkpoint(d)["counters"]["env_steps"] == 150
+
+
 # ----------------------------------------------------------------------------- the buffer
 def test_read_replay_refuses_a_range_a_wrapped_buffer_lost(tmp_path: Path) -> None:
     d = tmp_path / "run"
@@ -304,28 +328,17 @@ def test_read_replay_refuses_a_range_a_wrapped_buffer_lost(tmp_path: Path) -> No
         ({"buffer_size": "16"}, "--buffer_size", "must be >= batch_size (32)"),
         ({"start_steps": "-1"}, "--start_steps", "must be a non-negative integer"),
         ({"tau": "2"}, "--tau", "must be in (0, 1]"),
-        (
-            {"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "nope"},
-            "",
-            "device",
-        ),
+        ({"device": "cuda:7"}, "--device", "CUDA is not available"),
     ],
 )
 def test_bad_settings_are_usage_errors(
     tmp_path: Path, changes: dict[str, str], option: str, message: str
 ) -> None:
+    if "device" in changes and torch.cuda.is_available():
+        pytest.skip("CUDA is visible: cuda:7 may exist")
+    options = {**TINY, **{f"--{k}": v for k, v in changes.items()}}
     result = CliRunner().invoke(
-        main,
-        [
-            "train-online",
-            *[
-                x
-                for k, v in {**TINY, **{f"--{k}": v for k, v in changes.items()}}.items()
-                for x in (k, v)
-            ],
-            "--run_dir",
-            str(tmp_path / "r"),
-        ],
+        main, ["train-online", *flat(options), "--run_dir", str(tmp_path / "r")]
     )
     assert result.exit_code == 2, result.output
     assert option in result.output and message in " ".join(result.output.split())

@@ -25,7 +25,7 @@ def _spellings(name: str) -> list[str]:
 
 def _option_fields() -> list[dataclasses.Field[Any]]:
     """The run fields first, then the learner group (in --help)."""
-    learner = {f.name for f in dataclasses.fields(RAVLHyperparams)} - {"num_critics", "eta"}
+    learner = {f.name for f in dataclasses.fields(RAVLHyperparams)}
     everything = dataclasses.fields(TrainOnlineConfig)
     return [f for f in everything if f.name not in learner] + [
         f for f in everything if f.name in learner
