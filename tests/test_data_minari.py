@@ -25,6 +25,7 @@ from eor.data import (
     read_raw,
     sources,
 )
+from eor.data.export import export_dataset
 from eor.envs import all_dataset_names, get_env
 
 minari = pytest.importorskip(
@@ -107,7 +108,7 @@ def test_round_trip_of_collected_data(collected, env):
     raw, _ = read_raw(path)
     n = len(raw["rewards"])
     spec = get_env(env)
-    mds = minari_io.export_minari(path, f"eor/{env}/random-v0")
+    mds = export_dataset(path, f"eor/{env}/random-v0")
 
     # minari's own view of what was written.
     timeouts, terminals = raw["timeouts"].astype(bool), raw["terminals"].astype(bool)
@@ -218,7 +219,7 @@ def test_d4rl_name_resolves_to_minari(collected, tmp_path, caplog):
     under that id); D4RL's cache still comes first; names without a Minari counterpart say so."""
     path = collected["hopper"]
     raw, _ = read_raw(path)
-    minari_io.export_minari(path, "mujoco/hopper/medium-v0", env="hopper")
+    export_dataset(path, "mujoco/hopper/medium-v0", env="hopper")
     with caplog.at_level(logging.INFO, logger="eor.data"):
         ds = load_dataset("hopper-medium-v2")
     assert ds.source == "minari:mujoco/hopper/medium-v0" and ds.name == "hopper-medium-v2"
@@ -238,7 +239,7 @@ def test_d4rl_name_resolves_to_minari(collected, tmp_path, caplog):
 
 def test_minari_dataset_folder_as_path(collected):
     raw, _ = read_raw(collected["hopper"])
-    mds = minari_io.export_minari(collected["hopper"], "eor/hopper/random-v0")
+    mds = export_dataset(collected["hopper"], "eor/hopper/random-v0")
     folder = minari_io.minari_dataset_path("eor/hopper/random-v0")
     for path in (folder, folder / "data", str(folder)):
         ds = load_dataset(path)
@@ -270,7 +271,7 @@ def test_export_splits_at_unflagged_boundaries(tmp_path):
     with h5py.File(path, "w") as f:
         for k, v in raw.items():
             f.create_dataset(k, data=v)
-    minari_io.export_minari(path, "eor/hopper/cut-v0")
+    export_dataset(path, "eor/hopper/cut-v0")
     eps = list(minari.load_dataset("eor/hopper/cut-v0").iterate_episodes())
     assert [len(e.rewards) for e in eps] == [4, 3, 2]
     assert [(bool(e.terminations[-1]), bool(e.truncations[-1])) for e in eps] == [
@@ -359,18 +360,18 @@ def test_minari_ant_v5_width_is_refused():
 
 
 def test_env_mismatch_and_missing_minari(collected, monkeypatch):
-    minari_io.export_minari(collected["hopper"], "eor/hopper/random-v0")
+    export_dataset(collected["hopper"], "eor/hopper/random-v0")
     with pytest.raises(ValueError, match="env='walker2d' does not match"):
         load_dataset("eor/hopper/random-v0", env="walker2d")
     monkeypatch.setattr(sources, "minari_module", lambda: None)
     with pytest.raises(ImportError, match=r"pip install 'eor\[minari\]'"):
         load_dataset("eor/hopper/random-v0")
     with pytest.raises(ImportError, match=r"pip install 'eor\[minari\]'"):
-        minari_io.export_minari(collected["hopper"], "eor/hopper/other-v0")
+        export_dataset(collected["hopper"], "eor/hopper/other-v0")
 
 
 def test_corrupt_minari_folders(collected, tmp_path):
-    minari_io.export_minari(collected["hopper"], "eor/hopper/random-v0")
+    export_dataset(collected["hopper"], "eor/hopper/random-v0")
     data = minari_io.minari_dataset_path("eor/hopper/random-v0") / "data"
     main_file = data / "main_data.hdf5"
     blob = main_file.read_bytes()
@@ -395,11 +396,11 @@ def test_corrupt_minari_folders(collected, tmp_path):
 
 def test_export_bad_input(collected, tmp_path):
     with pytest.raises(ValueError, match="dataset_id 'nope' is not a Minari id"):
-        minari_io.export_minari(collected["hopper"], "nope")
+        export_dataset(collected["hopper"], "nope")
     with pytest.raises(FileNotFoundError, match="name_or_path: dataset file"):
-        minari_io.export_minari(tmp_path / "missing.hdf5", "eor/hopper/x-v0")
+        export_dataset(tmp_path / "missing.hdf5", "eor/hopper/x-v0")
     with pytest.raises(FileNotFoundError, match="eor collect walker2d-random-v2"):
-        minari_io.export_minari("walker2d-random-v2", "eor/walker2d/x-v0")
+        export_dataset("walker2d-random-v2", "eor/walker2d/x-v0")
 
     raw, _ = read_raw(collected["hopper"])
     del raw["next_observations"]
@@ -408,20 +409,20 @@ def test_export_bad_input(collected, tmp_path):
         for k, v in raw.items():
             f.create_dataset(k, data=v)
     with pytest.raises(DatasetError, match="has no next_observations"):
-        minari_io.export_minari(old, "eor/hopper/x-v0")
+        export_dataset(old, "eor/hopper/x-v0")
     assert not minari_io.minari_dataset_path("eor/hopper/x-v0").exists()
 
-    minari_io.export_minari(collected["hopper"], "mujoco/hopper/medium-v0")
+    export_dataset(collected["hopper"], "mujoco/hopper/medium-v0")
     with pytest.raises(ValueError, match="already the Minari dataset mujoco/hopper/medium-v0"):
-        minari_io.export_minari("hopper-medium-v2", "eor/hopper/y-v0")
+        export_dataset("hopper-medium-v2", "eor/hopper/y-v0")
     with pytest.raises(FileExistsError, match="overwrite"):
-        minari_io.export_minari(collected["hopper"], "mujoco/hopper/medium-v0")
+        export_dataset(collected["hopper"], "mujoco/hopper/medium-v0")
 
 
 def test_export_emits_no_warnings_of_its_own(collected):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        minari_io.export_minari(collected["hopper"], "eor/hopper/quiet-v0")
+        export_dataset(collected["hopper"], "eor/hopper/quiet-v0")
 
 
 def test_interrupted_export_leaves_no_dataset(collected, monkeypatch):
@@ -435,7 +436,7 @@ def test_interrupted_export_leaves_no_dataset(collected, monkeypatch):
 
     monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        minari_io.export_minari(collected["hopper"], "eor/hopper/cut-short-v0")
+        export_dataset(collected["hopper"], "eor/hopper/cut-short-v0")
     assert not minari_io.minari_dataset_path("eor/hopper/cut-short-v0").exists()
 
 
@@ -447,8 +448,8 @@ def test_export_by_d4rl_name(collected, tmp_path):
     with pytest.raises(
         ValueError, match="env='walker2d' does not match dataset 'hopper-random-v2'"
     ):
-        minari_io.export_minari("hopper-random-v2", "local/hopper/random-v0", env="walker2d")
-    mds = minari_io.export_minari("hopper-random-v2", "local/hopper/random-v0")
+        export_dataset("hopper-random-v2", "local/hopper/random-v0", env="walker2d")
+    mds = export_dataset("hopper-random-v2", "local/hopper/random-v0")
     assert mds.env_spec.id == "Hopper-v4"
     raw, _ = read_raw(store)
     _assert_same(load_dataset("local/hopper/random-v0"), _rows(raw))

@@ -248,7 +248,7 @@ def info(name: str) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["minari"]),
+    type=click.Choice(["minari"]),  # eor.data.export.FORMATS
     default="minari",
     show_default=True,
     help="output format",
@@ -283,7 +283,8 @@ def export(
     export back keeps every row; see docs/algorithm.md §1.2.
     """
     from eor.data.dataset import DatasetError
-    from eor.data.minari_io import export_minari, is_minari_id, minari_dataset_path
+    from eor.data.export import export_dataset
+    from eor.data.minari_io import is_minari_id, minari_dataset_path
 
     if not is_minari_id(out):
         raise click.BadParameter(
@@ -291,7 +292,9 @@ def export(
             param_hint="--out",
         )
     try:
-        mds = export_minari(name_or_path, out, env=env_name, overwrite=overwrite, author=author)
+        mds = export_dataset(
+            name_or_path, out, fmt=fmt, env=env_name, overwrite=overwrite, author=author
+        )
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     except (FileExistsError, FileNotFoundError, DatasetError, ValueError) as exc:

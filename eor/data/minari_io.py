@@ -17,7 +17,7 @@ follows for D4RL-layout files, instead drops every step flagged `timeouts`, beca
 next state is obs[i + 1], the next episode's first observation. Truncations are never terminal
 in either.
 
-Writing (`export_minari`). A D4RL-layout file (D4RL's own, or `eor collect`'s) is cut into
+Writing (`write_minari`; `eor.data.export.export_dataset` reads the file first). A D4RL-layout file (D4RL's own, or `eor collect`'s) is cut into
 episodes after every row whose `terminals` or `timeouts` is set, and wherever
 `next_observations[i] != observations[i + 1]` (an episode boundary without a flag, e.g. the
 unfinished episodes of a collection). Each episode's T + 1 observations are its rows'
@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from eor.envs import ENVS, EnvSpec, get_env, parse_dataset_name
+from eor.envs import ENVS, EnvSpec, get_env
 
 from . import sources
-from .dataset import Dataset, DatasetError, qlearning_arrays, read_raw, validate_raw
+from .dataset import Dataset, DatasetError, qlearning_arrays, validate_raw
 
 logger = logging.getLogger("eor.data")
 
@@ -281,56 +281,37 @@ def _quiet_minari() -> Iterator[None]:
         yield
 
 
-def export_minari(
-    name_or_path: str | Path,
+def write_minari(
+    raw: dict[str, np.ndarray],
+    spec: EnvSpec,
     dataset_id: str,
     *,
-    env: str | EnvSpec | None = None,
+    label: str,
+    algorithm: str = "unknown",
     overwrite: bool = False,
     author: str = "eor",
 ) -> Any:
-    """Write a D4RL-layout dataset (a D4RL name or a file) as Minari dataset `dataset_id`.
+    """Write validated D4RL-layout raw arrays of env `spec` as Minari dataset `dataset_id`.
 
     The dataset goes to Minari's local store, recorded with the env spec of eor's gymnasium
     env (e.g. HalfCheetah-v4) and D4RL's reference returns as ref_min/max_score, so that
     `minari.get_normalized_score` gives D4RL's normalised score. It is loaded back with
-    `minari.load_dataset` and checked before returning that MinariDataset.
+    `minari.load_dataset` and checked before returning that MinariDataset. `label` names the
+    data in the dataset's description; `algorithm` is Minari's algorithm_name.
+    (`eor.data.export.export_dataset` finds and reads a dataset by name or path first.)
     """
     minari = require_minari()
     import gymnasium as gym
 
-    from .load import _env_for_file, _looks_like_path, not_found_message, resolve
-
     if not is_minari_id(dataset_id):
         raise ValueError(
             f"dataset_id {dataset_id!r} is not a Minari id (expected namespace/env/name-vN, "
-            "e.g. eor/halfcheetah/random-v0)"
+            "e.g. local/halfcheetah/random-v0)"
         )
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    name: str | None = None
-    if isinstance(name_or_path, Path) or path.is_file() or _looks_like_path(text):
-        if not path.is_file():
-            raise FileNotFoundError(f"name_or_path: dataset file {text!r} does not exist")
-    else:
-        name = text
-        parse_dataset_name(name)  # ValueError with a suggestion
-        source, location = resolve(name)
-        if source == "not found":
-            raise FileNotFoundError(not_found_message(name))
-        if source == "Minari":
-            raise ValueError(f"name_or_path: {name} is already the Minari dataset {location}")
-        path = Path(location)
-        if env is not None and get_env(env).name != get_env(name).name:
-            raise ValueError(f"env={get_env(env).name!r} does not match dataset {name!r}")
-        env = name
-    raw, attrs = read_raw(path)
-    spec = _env_for_file(path, attrs, env)
-    where = str(path)
-    n = validate_raw(raw, spec, where=where)
+    n = validate_raw(raw, spec, where=label)
     if "next_observations" not in raw:
         raise DatasetError(
-            f"{where}: has no next_observations; a Minari episode needs the true final "
+            f"{label}: has no next_observations; a Minari episode needs the true final "
             "observation of every episode, which only next_observations records"
         )
 
@@ -373,9 +354,8 @@ def export_minari(
                 truncations=trunc,
             )
         )
-    label = name or attrs.get("dataset") or path.stem
     description = (
-        f"{label} ({spec.gym_id}), exported by eor from {path.name}: {n} steps in "
+        f"{label} ({spec.gym_id}), exported by eor: {n} steps in "
         f"{len(buffers)} episodes. terminations = D4RL terminals; truncations = D4RL timeouts, "
         "and the last step of an episode cut without either (the file's unfinished episode)."
     )
@@ -386,7 +366,7 @@ def export_minari(
                 buffers,
                 env=gym_env,
                 eval_env=gym_env.spec,
-                algorithm_name=str(attrs.get("policy", "unknown (D4RL-format file)")),
+                algorithm_name=algorithm,
                 author=author,
                 description=description,
                 ref_min_score=spec.ref_min_score,
