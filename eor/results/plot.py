@@ -12,6 +12,9 @@ Three panels share the x axis (gradient updates):
 Seeds are aligned on the update count: at each update count the mean and the population std
 (ddof = 0) are taken over the seeds that logged it, so a shorter (interrupted) seed simply stops
 contributing.
+
+`eor plot` also draws the edge-of-reach diagnostics, Q by rollout step and overestimation, in a
+second figure (`eor.results.reach`).
 """
 
 from __future__ import annotations
