@@ -8,6 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Before anything imports torch: idle OpenMP threads sleep, not spin (eor.runtime.passive_openmp).
+from eor.runtime import passive_openmp  # noqa: E402
+
+passive_openmp()
+
 try:  # the C++ core is optional at import time so that `eor info` can report a broken build
     from eor.buffer import ReplayBuffer, sample_mixed
 

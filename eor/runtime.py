@@ -14,10 +14,12 @@ EOR_MALLOC_TUNING=0 turns it off everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Iterator
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -77,3 +79,31 @@ def tune_malloc() -> bool:
 def malloc_tuned() -> bool:
     """Whether `tune_malloc()` has run in this process and took effect."""
     return _state.get("tuned", False)
+
+
+def passive_openmp() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless set: idle OpenMP threads sleep instead of spinning.
+
+    Spinning threads steal the cores of every other process: `eor train-agent` with two threads
+    beside one other busy process on a 2-core machine ran 10-25x slower. OpenMP reads the
+    variable once, when torch loads it, so this must run before `import torch`: `import eor`
+    calls it (eor/__init__.py), and sweep workers get it in their environment.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch.set_num_threads(threads) while the block runs (None: leave torch's choice, one
+    thread per core); the previous count after it."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

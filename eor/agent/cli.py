@@ -204,9 +204,9 @@ Options accept underscores (--num_critics) and dashes (--num-critics), and the r
 names (--actor_learning_rate, --deterministic_torch, --project, ...). Booleans: --auto_alpha
 False, --save True (also true/false, 1/0, yes/no), --deterministic alone, --no-deterministic.
 --save writes SAVE_PATH/agent_<name_expanded>/weights.pt at the end, as the reference did.
-With --resume, only run settings given on the command line (epochs, device, eval_*,
-save_every, log_every, wandb*, save*, quiet, deterministic, cuda_graph) may change; the rest
-comes from the run's checkpoint. --cuda_graph (needs CUDA) replays each update as one CUDA
+With --resume, only run settings given on the command line (epochs, device, threads,
+eval_*, save_every, log_every, wandb*, save*, quiet, deterministic, cuda_graph) may change; the
+rest comes from the run's checkpoint. --cuda_graph (needs CUDA) replays each update as one CUDA
 graph; it has not been run on a GPU yet.
 Exit status: 0 done, 1 a NaN loss (the last good checkpoint is kept), 2 bad input,
 130 interrupted by Ctrl-C (a checkpoint was saved).

@@ -115,6 +115,13 @@ class TrainAgentConfig(RAVLHyperparams):
             ", and 1 CPU thread for bit-reproducible CPU runs."
         ),
     )
+    threads: int | None = field(
+        default=None,
+        metadata=_help(
+            "Torch intra-op CPU threads [default: torch's, one per core]; `eor sweep` sets "
+            "each trial's CPUs. --deterministic runs with 1."
+        ),
+    )
     cuda_graph: bool = field(
         default=False,
         metadata=_help(
@@ -266,6 +273,8 @@ class TrainAgentConfig(RAVLHyperparams):
             raise ValueError(f"cuda_graph must be True or False, got {self.cuda_graph!r}")
         if self.eval_max_steps is not None:
             integer("eval_max_steps", 1)
+        if self.threads is not None:
+            integer("threads", 1)
         if not (0.0 <= self.dataset_ratio <= 1.0) or math.isnan(self.dataset_ratio):
             raise ValueError(f"dataset_ratio must be in [0, 1], got {self.dataset_ratio!r}")
         super().validate()

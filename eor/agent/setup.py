@@ -28,6 +28,7 @@ RESUME_OVERRIDABLE: frozenset[str] = frozenset(
     {
         "epochs",
         "device",
+        "threads",
         "eval_every",
         "eval_episodes",
         "eval_max_steps",

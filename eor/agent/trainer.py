@@ -72,6 +72,7 @@ from eor.agent.setup import (
 )
 from eor.fileio import atomic_write_json
 from eor.mixed_batch import MixedBatchSampler
+from eor.runtime import torch_threads
 
 __all__ = [
     "Components",
@@ -393,7 +394,8 @@ class Trainer:
         Raises NonFiniteLossError on a NaN/inf loss. Returns normally after Ctrl-C, with
         summary["status"] == "interrupted" and a checkpoint to resume from.
         """
-        with deterministic_torch(self.config.deterministic):
+        threads = None if self.config.deterministic else self.config.threads
+        with torch_threads(threads), deterministic_torch(self.config.deterministic):
             summary = self._train()
         if self._status == "interrupted":
             print(

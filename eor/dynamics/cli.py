@@ -112,6 +112,14 @@ def _resolve_device(device: str) -> str:
     help="model directory to create [default: trained_dynamics/<env_name>_seed<seed>]",
 )
 @_opt("device", default="auto", help="auto (CUDA if visible), cpu, cuda, cuda:N")
+@_opt(
+    "threads",
+    type=int,
+    default=None,
+    show_default=False,
+    help="torch intra-op CPU threads [default: torch's, one per core]; `eor sweep` sets "
+    "each trial's CPUs",
+)
 @_field("batch_size", type=int)
 @_field("bootstrap", type=click.Choice(BOOTSTRAP_MODES))
 @_bool_opt("resume", False, "continue the unfinished training saved in --save_path")
@@ -128,6 +136,7 @@ def train_model(
     save_model: bool,
     save_path: Path | None,
     device: str,
+    threads: int | None,
     resume: bool,
     checkpoint_interval: float,
     quiet: bool,
@@ -147,7 +156,7 @@ def train_model(
     from eor.dynamics.io import DynamicsLoadError, describe
     from eor.dynamics.run import train_to_dir
     from eor.envs import get_env
-    from eor.runtime import tune_malloc
+    from eor.runtime import torch_threads, tune_malloc
 
     try:
         spec = get_env(env_name)
@@ -164,6 +173,10 @@ def train_model(
     if checkpoint_interval < 0:
         raise click.BadParameter(
             f"must be >= 0, got {checkpoint_interval}", param_hint="--checkpoint_interval"
+        )
+    if threads is not None and threads < 1:
+        raise click.BadParameter(
+            f"must be a positive integer, got {threads}", param_hint="--threads"
         )
     if resume and not save_model:
         raise click.BadParameter(
@@ -223,16 +236,17 @@ def train_model(
     scratch = None if save_model else tempfile.TemporaryDirectory(prefix="eor-train-model-")
     target = save_path if scratch is None else Path(scratch.name) / "model"
     try:
-        train_to_dir(
-            config,
-            ds,
-            target,
-            device=dev,
-            resume=resume,
-            checkpoint_interval=checkpoint_interval if save_model else float("inf"),
-            on_epoch=log,
-            progress=bar,
-        )
+        with torch_threads(threads):
+            train_to_dir(
+                config,
+                ds,
+                target,
+                device=dev,
+                resume=resume,
+                checkpoint_interval=checkpoint_interval if save_model else float("inf"),
+                on_epoch=log,
+                progress=bar,
+            )
         bar.close()
         if not quiet:
             summary = describe(target)
