@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "convert-model": "eor.dynamics.convert_cli:convert_model",
     "lab": "eor.lab.cli:lab",
     "train-online": "eor.online.cli:train_online",
+    "sweep": "eor.sweep.cli:sweep",
 }
 
 
