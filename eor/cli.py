@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "train-model": "eor.dynamics.cli:train_model",
     "collect": "eor.data.cli:collect",
     "datasets": "eor.data.cli:datasets",
+    "make-dataset": "eor.data.cli:make_dataset",
     "plot": "eor.results.cli:plot",
     "report": "eor.results.cli:report",
     "train-agent": "eor.agent.cli:train_agent",

@@ -238,6 +238,17 @@ def info(name: str) -> None:
         "mujoco_version",
         "eor_version",
         "created_utc",
+        # eor make-dataset's recipe (docs/datasets.md)
+        "recipe",
+        "env_version",
+        "policy_checkpoint",
+        "policy_env_step",
+        "policy_return",
+        "expert_return",
+        "medium_band",
+        "replay_before_step",
+        "sac_run",
+        "sac_steps",
     ):
         if key in attrs:
             click.echo(f"{key:<12} {attrs[key]}")
@@ -303,3 +314,137 @@ def export(
         f"wrote Minari dataset {out} ({mds.total_episodes} episodes, {mds.total_steps} steps, "
         f"env {mds.env_spec.id}) to {minari_dataset_path(out)}"
     )
+
+
+def _sac_option(text: str) -> tuple[str, Any]:
+    """ "hidden_dim=64" -> ("hidden_dim", 64), typed by the TrainOnlineConfig field."""
+    import dataclasses
+
+    from eor.agent.cli import _click_type
+    from eor.online import TrainOnlineConfig
+
+    key, sep, value = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(TrainOnlineConfig)}
+    if not sep or key not in fields:
+        raise click.BadParameter(
+            f"{text!r}: expected KEY=VALUE with KEY a train-online setting "
+            "(e.g. hidden_dim=64, eval_every=10000)",
+            param_hint="--sac",
+        )
+    try:
+        return key, _click_type(fields[key].type).convert(value, None, None)
+    except click.BadParameter as exc:
+        raise click.BadParameter(f"{key}: {exc.message}", param_hint="--sac") from None
+
+
+@click.command("make-dataset")
+@click.argument("name")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="rows of each collected policy (random, medium, expert; medium-expert gets 2x) "
+    "[default: D4RL's 1,000,000]",
+)
+@click.option(
+    "--sac_steps",
+    "--sac-steps",
+    "sac_steps",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="env steps of the SAC run (its final policy is the expert)",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="seed of the SAC run and the data"
+)
+@click.option(
+    "--medium_fraction",
+    "--medium-fraction",
+    "medium_fraction",
+    type=float,
+    default=1 / 3,
+    show_default="1/3",
+    help="medium target: this fraction of the expert's evaluated return",
+)
+@click.option(
+    "--medium_tolerance",
+    "--medium-tolerance",
+    "medium_tolerance",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="medium band: target +- this fraction of the expert's evaluated return",
+)
+@click.option(
+    "--sac",
+    "sac",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a train-online setting of the SAC run, e.g. --sac hidden_dim=64 (repeatable)",
+)
+@click.option("--device", default="auto", show_default=True, help="device of SAC and the policies")
+@click.option(
+    "--num_envs",
+    "--num-envs",
+    "num_envs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="envs stepped together while collecting [default: eor collect's]",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="remake NAME's file (not its parts, nor the SAC run)"
+)
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+def make_dataset(
+    name: str,
+    steps: int | None,
+    sac_steps: int,
+    seed: int,
+    medium_fraction: float,
+    medium_tolerance: float,
+    sac: tuple[str, ...],
+    device: str,
+    num_envs: int | None,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Make NAME (ENV-KIND-v2) by D4RL's recipe in eor's store (docs/datasets.md).
+
+    \b
+    random         the uniform random policy, --steps rows
+    medium         the SAC snapshot closest to 1/3 of the expert's return, --steps rows
+    medium-replay  the SAC replay buffer up to the medium snapshot
+    expert         the final SAC policy, --steps rows
+    medium-expert  medium then expert (made first when missing)
+    full-replay    the whole SAC replay buffer
+
+    The SAC run (eor train-online, --sac_steps env steps) is kept in
+    <store>/recipes/ENV-sSEED/sac and reused by every kind of that env and seed. Rerun the
+    same command after an interruption: it continues where it stopped.
+    """
+    from eor.data.recipes import RecipeError, RecipeInterrupted
+    from eor.data.recipes import make_dataset as run_recipe
+
+    _check_name(name)
+    options = dict(_sac_option(s) for s in sac)
+    try:
+        path = run_recipe(
+            name,
+            steps=steps,
+            sac_steps=sac_steps,
+            seed=seed,
+            overwrite=overwrite,
+            medium_fraction=medium_fraction,
+            medium_tolerance=medium_tolerance,
+            sac_options=options,
+            device=device,
+            num_envs=num_envs,
+            quiet=quiet,
+        )
+    except RecipeInterrupted as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(130)
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {name} to {path}")
