@@ -356,6 +356,8 @@ def test_cli_makes_random_data(store: Path) -> None:
         (["hopper-medium-v2", "--sac", "seed=3"], "--sac seed"),
         (["hopper-medium-v2", "--sac", "save_policies=False"], "needs the policy snapshots"),
         (["hopper-medium-v2", "--sac", "buffer_size=500"], "whole buffer"),
+        (["hopper-medium-v2", "--medium_fraction", "1.2"], "medium_fraction must be in (0, 1)"),
+        (["hopper-medium-v2", "--medium_tolerance", "-1"], "medium_tolerance must be >= 0"),
     ],
 )
 def test_cli_bad_input(store: Path, args: list[str], message: str) -> None:
@@ -377,3 +379,23 @@ def test_cli_unreachable_band_says_which_returns_exist(made: dict[str, Any], sto
     assert returns in " ".join(result.output.split())
     assert not (store / "hopper_medium-v2.hdf5").exists()
     assert os.path.isdir(store / "recipes" / "hopper-s1" / "sac")
+
+
+def test_cli_ctrl_c_in_sac_exits_130_and_says_rerun(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eor.online import OnlineTrainer
+
+    evaluate = OnlineTrainer._evaluate
+
+    def stop_after_first(self: OnlineTrainer) -> None:
+        evaluate(self)
+        self.request_stop()
+
+    monkeypatch.setattr(OnlineTrainer, "_evaluate", stop_after_first)
+    sac = [x for k, v in SAC.items() for x in ("--sac", f"{k}={v}")]
+    result = cli("hopper-expert-v2", "--sac_steps", "300", "--device", "cpu", "--steps", "50", *sac)
+    assert result.exit_code == 130
+    assert "rerun the same command to continue" in result.output
+    assert "SAC run: training 300 env steps" in result.output  # progress lines
+    assert (store / "recipes" / "hopper-s0" / "sac" / "checkpoints" / "latest.pt").is_file()

@@ -521,6 +521,10 @@ def make_dataset(
     for label, value in (("steps", steps), ("sac_steps", sac_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RecipeError(f"{label} must be a positive integer, got {value!r}")
+    if not (isinstance(medium_fraction, (int, float)) and 0 < medium_fraction < 1):
+        raise RecipeError(f"medium_fraction must be in (0, 1), got {medium_fraction!r}")
+    if not (isinstance(medium_tolerance, (int, float)) and medium_tolerance >= 0):
+        raise RecipeError(f"medium_tolerance must be >= 0, got {medium_tolerance!r}")
     if device == "auto":
         import torch
 
