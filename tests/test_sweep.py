@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -221,7 +222,7 @@ def test_local_sweep_runs_skips_and_retries(
     spec_path = _write(tmp_path, TINY)
     out = tmp_path / "s"
     result = CliRunner().invoke(
-        main, ["sweep", str(spec_path), "--sweep_dir", str(out)], catch_exceptions=False
+        main, ["sweep", str(spec_path), "--sweep_dir", str(out), "--local"], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     assert "12 done, 0 failed, 0 skipped" in result.output
@@ -264,3 +265,117 @@ def test_local_sweep_runs_skips_and_retries(
         spec, out, max_retries=0, runner=lambda t, a: calls.append("x") or 1 / 0
     )
     assert status["runs/hopper-random-v2/eta1.0-s1"] == "failed" and calls == ["x"]
+
+
+# ----------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real local Ray (2 CPUs) whose workers find two generated datasets by name."""
+    ray = pytest.importorskip("ray")
+    from eor.data import collect
+
+    store = tmp_path_factory.mktemp("store")
+    old = os.environ.get("EOR_DATA_DIR")
+    os.environ["EOR_DATA_DIR"] = str(store)
+    collect("halfcheetah-random-v2", steps=600, seed=0, progress=False)
+    collect("hopper-random-v2", steps=600, seed=0, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield store
+    finally:
+        ray.shutdown()
+        if old is None:
+            del os.environ["EOR_DATA_DIR"]
+        else:
+            os.environ["EOR_DATA_DIR"] = old
+
+
+@pytest.mark.slow
+def test_ray_sweep_runs_the_grid(ray_store: Path, tmp_path: Path) -> None:
+    from eor.sweep.ray_runner import run_ray
+
+    spec = load_spec(_write(tmp_path, TINY))
+    lines: list[str] = []
+    status = run_ray(spec, tmp_path / "s", echo=lines.append, poll_s=0.5)
+    assert set(status.values()) == {"done"} and len(status) == 12, lines
+    assert lines[-1] == "12 done, 0 failed, 0 skipped"
+    assert "pending 0  running 0  done 12  failed 0  skipped 0" in lines[-2]
+    for trial in spec.trials():
+        if trial.kind == "agent":
+            summary = json.loads((tmp_path / "s" / trial.name / "summary.json").read_text())
+            assert summary["status"] == "completed" and summary["total_updates"] == 5
+    # Nothing left to do: a rerun finishes at once.
+    assert set(run_ray(spec, tmp_path / "s", echo=lines.append).values()) == {"done"}
+
+
+KILL = TINY.replace(
+    'datasets = ["halfcheetah-random-v2", "hopper-random-v2"]\nseeds = [0, 1]',
+    'datasets = ["hopper-random-v2"]\nseeds = [0]',
+).replace(
+    "eta = [0.5, 1.0]\nepochs = 1\nupdates_per_epoch = 5",
+    "eta = 1.0\nepochs = 8\nupdates_per_epoch = 150",
+)
+
+
+@pytest.mark.slow
+def test_killed_trial_is_resumed_bit_for_bit(ray_store: Path, tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    from eor.sweep.ray_runner import run_ray
+
+    assert "epochs = 8" in KILL and "seeds = [0]\n" in KILL
+    spec = load_spec(_write(tmp_path, KILL))
+    out = tmp_path / "s"
+    agent = next(t for t in spec.trials() if t.kind == "agent")
+    run = out / agent.name
+    killed: list[bool] = []
+
+    def killer() -> None:  # SIGKILL the agent's worker once it has a checkpoint
+        pid_file = out / ".pids" / f"{agent.name.replace('/', '__')}.pid"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if pid_file.exists() and (run / "checkpoints" / "latest.pt").exists():
+                unfinished = not (run / "summary.json").exists()
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                killed.append(unfinished)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    lines: list[str] = []
+    status = run_ray(spec, out, max_retries=2, echo=lines.append, poll_s=0.5)
+    thread.join()
+    assert killed == [True], "the trial finished before it could be killed"
+    assert set(status.values()) == {"done"}, lines
+
+    # The same trial, uninterrupted, on the same model.
+    ref = tmp_path / "ref"
+    args = ["train-agent", *agent.argv(out, spec.threads)]
+    args[args.index("--run_dir") + 1] = str(ref)
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    got = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    want = torch.load(ref / "checkpoints" / "latest.pt", weights_only=False)
+    assert got["counters"]["total_updates"] == want["counters"]["total_updates"] == 1200
+    for key, tensor in want["learner"]["actor"].items():
+        assert torch.equal(got["learner"]["actor"][key], tensor), key
+    assert _flat(got["learner"]) == _flat(want["learner"])
+
+
+def _flat(state: object, prefix: str = "") -> dict[str, object]:
+    """Every tensor of a nested state as bytes (for an exact comparison)."""
+    out: dict[str, object] = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(_flat(v, f"{prefix}/{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(_flat(v, f"{prefix}/{i}"))
+    elif isinstance(state, torch.Tensor):
+        out[prefix] = state.detach().cpu().numpy().tobytes()
+    else:
+        out[prefix] = state
+    return out

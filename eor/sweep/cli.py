@@ -25,17 +25,39 @@ import click
     show_default=True,
     help="Rerun a failed trial up to N more times.",
 )
-def sweep(spec_path: Path, sweep_dir: Path | None, dry_run: bool, max_retries: int) -> None:
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to run on: auto (the cluster this machine belongs to) or "
+    "ray://HOST:10001 [default: start a local Ray].",
+)
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    help="No Ray: run the trials one after another in this process.",
+)
+def sweep(
+    spec_path: Path,
+    sweep_dir: Path | None,
+    dry_run: bool,
+    max_retries: int,
+    address: str | None,
+    local: bool,
+) -> None:
     """Run a grid of train-model and train-agent trials described in SPEC.toml.
 
     \b
     Example (examples/sweep.toml explains the file):
       eor sweep examples/sweep.toml --dry-run
       eor sweep examples/sweep.toml --sweep_dir sweeps/paper
+      eor sweep examples/sweep.toml --sweep_dir /shared/sweeps/paper --address auto
     Every option is checked by its command's own parser and validation before anything runs.
     One dynamics model per (dataset, model seed, model setting) is trained first and shared
-    by the agent trials that need it. Trials run one after another in this process;
-    rerunning skips finished trials and resumes interrupted ones.
+    by the agent trials that need it. Each trial is a Ray task with the spec's [resources]
+    (a local Ray, or the cluster at --address); --local runs them one after another in this
+    process instead. Rerunning skips finished trials and resumes interrupted ones; a failed
+    or killed trial is rerun (resumed) up to --max_retries times.
     """
     from eor.sweep.local import run_local, trial_state
     from eor.sweep.spec import SpecError, load_spec
@@ -59,6 +81,21 @@ def sweep(spec_path: Path, sweep_dir: Path | None, dry_run: bool, max_retries: i
             f"resources per trial: {spec.resources}"
         )
         return
-    status = run_local(spec, sweep_dir, max_retries=max_retries)
+    if local:
+        if address is not None:
+            raise click.BadParameter(
+                "--local runs without Ray; drop --address", param_hint="--address"
+            )
+        status = run_local(spec, sweep_dir, max_retries=max_retries)
+    else:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                "Ray is not installed: pip install 'eor[ray]', or run with --local"
+            ) from None
+        from eor.sweep.ray_runner import run_ray
+
+        status = run_ray(spec, sweep_dir, address=address, max_retries=max_retries)
     if any(s != "done" for s in status.values()):
         raise SystemExit(1)

@@ -44,6 +44,45 @@ def trial_argv(trial: Trial, spec: SweepSpec, sweep_dir: Path, state: str) -> li
     return trial.argv(sweep_dir, spec.threads)
 
 
+def progress_of(trial: Trial, sweep_dir: Path) -> tuple[int | None, float | None]:
+    """The latest (epoch, score) of a started trial: an agent's last eval record, a model's
+    checkpointed epoch (no score)."""
+    run = sweep_dir / trial.name
+    if trial.kind == "model":
+        meta = run / "meta.json"
+        try:
+            return json.loads(meta.read_text()).get("epoch"), None
+        except (OSError, ValueError):
+            return None, None
+    epoch: int | None = None
+    score: float | None = None
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        epoch = rec.get("epoch", epoch)
+        if rec.get("kind") == "eval":
+            score = rec.get("score_mean")
+    return epoch, None if score is None else round(float(score), 2)
+
+
+def run_trial(trial: Trial, spec: SweepSpec, sweep_dir: Path) -> None:
+    """Start, resume or skip one trial (by its state), in this process."""
+    state = trial_state(trial, sweep_dir)
+    if state == "done":
+        return
+    try:
+        _run_command(trial, trial_argv(trial, spec, sweep_dir, state))
+    except SystemExit as exc:  # e.g. 130: interrupted, with a checkpoint
+        if exc.code not in (0, None):
+            raise RuntimeError(f"{trial.name} exited with status {exc.code}") from None
+
+
 def _run_command(trial: Trial, argv: list[str]) -> None:
     if trial.kind == "model":
         from eor.dynamics.cli import train_model as command
