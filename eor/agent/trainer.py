@@ -26,12 +26,9 @@ the env, model and data), `eor.agent.runlog` (metrics.jsonl, wandb, summary.json
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -72,6 +69,7 @@ from eor.agent.setup import (
 )
 from eor.fileio import atomic_write_json
 from eor.mixed_batch import MixedBatchSampler
+from eor.runloop import RunLoop
 from eor.runtime import torch_threads
 
 __all__ = [
@@ -91,11 +89,13 @@ TRAIN_KEYS: tuple[str, ...] = LOGGED_KEYS
 
 
 # ----------------------------------------------------------------------------- the trainer
-class Trainer:
+class Trainer(RunLoop):
     """One RAVL run. `Trainer(config).train()` or `Trainer.resume(run_dir).train()`.
 
     components: inject the env/data/model (tests); default: `build_components(config, device)`.
     """
+
+    STOP_AT = "the current update"
 
     def __init__(
         self,
@@ -345,34 +345,9 @@ class Trainer:
         return int(c["metrics_offset"])
 
     # ------------------------------------------------------------------ the loop
-    def elapsed(self) -> float:
-        start = getattr(self, "_start", None)
-        return self.elapsed_before + (time.perf_counter() - start if start is not None else 0.0)
-
-    def _record(self, kind: str, values: dict[str, Any]) -> dict[str, Any]:
-        record = {
-            "kind": kind,
-            "epoch": self.epochs_done + 1,  # the epoch in progress (eval runs before it ends)
-            "updates": self.total_updates,
-            "time": self.elapsed(),
-            **values,
-        }
-        self.log.write(record)
-        return record
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_requested:
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        print(
-            "\nInterrupted: saving a checkpoint after the current update "
-            "(press Ctrl-C again to stop at once).",
-            file=sys.stderr,
-        )
-
-    def request_stop(self) -> None:
-        """Ask the loop to checkpoint and return at the next update boundary (like Ctrl-C)."""
-        self._stop_requested = True
+    def _position(self) -> dict[str, Any]:
+        # the epoch in progress (eval runs before it ends)
+        return {"epoch": self.epochs_done + 1, "updates": self.total_updates}
 
     def _nonfinite_error(self, exc: Exception) -> NonFiniteLossError:
         """The learner's NonFiniteLossError, with where the run stands and what is kept."""
@@ -410,9 +385,7 @@ class Trainer:
         cfg = self.config
         self._start = time.perf_counter()
         self._saved_epochs = self.epochs_done
-        previous_handler = None
-        if threading.current_thread() is threading.main_thread():
-            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        previous_handler = self._install_sigint()
         if cfg.wandb:
             record = {**self._config_record(), "name_expanded": self.name_expanded}
             self.log.start_wandb(record, self.wandb_id)
@@ -441,8 +414,7 @@ class Trainer:
             self._status = "failed"  # summary.json says so; the last checkpoint is untouched
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            self._restore_sigint(previous_handler)
             pbar.close()
             for env in self._eval_envs or []:
                 env.close()

@@ -38,14 +38,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -60,6 +56,8 @@ from eor.agent.setup import TrainingSetupError, deterministic_torch, resolve_dev
 from eor.fileio import atomic_torch_save, atomic_write_json
 from eor.online.config import RESUME_OVERRIDABLE, TrainOnlineConfig
 from eor.online.replay import OnlineReplay
+from eor.runloop import RunLoop
+from eor.runtime import torch_threads
 
 __all__ = ["NonFiniteLossError", "OnlineTrainer", "TrainingSetupError", "train_online"]
 
@@ -78,8 +76,11 @@ def _mujoco_state_spec() -> Any:
     return mujoco.mjtState.mjSTATE_INTEGRATION
 
 
-class OnlineTrainer:
+class OnlineTrainer(RunLoop):
     """One online SAC run: `OnlineTrainer(config).train()` or `OnlineTrainer.resume(dir).train()`."""
+
+    STOP_AT = "the current env step"
+    STOP_AGAIN = "press Ctrl-C again to stop at once, without saving"
 
     def __init__(self, config: TrainOnlineConfig, *, _checkpoint: dict[str, Any] | None = None):
         from eor.envs import get_env, make_env
@@ -286,45 +287,15 @@ class OnlineTrainer:
         return int(c["metrics_offset"])
 
     # ------------------------------------------------------------------ the loop
-    def elapsed(self) -> float:
-        start = self._start
-        return self.elapsed_before + (time.perf_counter() - start if start is not None else 0.0)
-
-    def _record(self, kind: str, values: dict[str, Any]) -> dict[str, Any]:
-        record = {
-            "kind": kind,
-            "env_steps": self.env_steps,
-            "updates": self.learner.num_updates,
-            "time": self.elapsed(),
-            **values,
-        }
-        self.log.write(record)
-        return record
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_requested:
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        print(
-            "\nInterrupted: saving a checkpoint after the current env step "
-            "(press Ctrl-C again to stop at once, without saving).",
-            file=sys.stderr,
-        )
-
-    def request_stop(self) -> None:
-        """Ask the loop to checkpoint and return after the current env step (like Ctrl-C)."""
-        self._stop_requested = True
+    def _position(self) -> dict[str, Any]:
+        return {"env_steps": self.env_steps, "updates": self.learner.num_updates}
 
     def train(self) -> dict[str, Any]:
         """Run (or continue) the loop; returns the summary (also in summary.json). Returns
         normally after Ctrl-C or a KeyboardInterrupt (status "interrupted")."""
         cfg = self.config
-        threads = torch.get_num_threads()
-        with ExitStack() as stack:
-            stack.enter_context(deterministic_torch(cfg.deterministic))
-            if cfg.threads is not None and not cfg.deterministic:
-                torch.set_num_threads(cfg.threads)
-                stack.callback(torch.set_num_threads, threads)
+        threads = None if cfg.deterministic else cfg.threads
+        with torch_threads(threads), deterministic_torch(cfg.deterministic):
             summary = self._train()
         if self._status == "interrupted":
             print(
@@ -340,9 +311,7 @@ class OnlineTrainer:
         cfg = self.config
         self._start = time.perf_counter()
         self._saved_steps = self.env_steps
-        previous_handler = None
-        if threading.current_thread() is threading.main_thread():
-            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        previous_handler = self._install_sigint()
         pbar = tqdm(
             total=cfg.total_steps,
             initial=self.env_steps,
@@ -368,8 +337,7 @@ class OnlineTrainer:
             self._status = "failed"
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            self._restore_sigint(previous_handler)
             pbar.close()
             for env in self._eval_envs or []:
                 env.close()
