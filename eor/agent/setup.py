@@ -267,21 +267,27 @@ def deterministic_torch(enabled: bool) -> Iterator[None]:
         torch.set_num_threads(previous[1])
 
 
+def apply_resume_overrides(config: Any, overrides: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Set `overrides` on a resumed run's saved `config`; a field outside `allowed` may only be
+    given with its saved value (TrainingSetupError otherwise, or for an unknown name)."""
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise TrainingSetupError(f"resume: unknown setting {key!r}")
+        if key not in allowed and getattr(config, key) != value:
+            raise TrainingSetupError(
+                f"resume: {key} cannot change when resuming (saved {getattr(config, key)!r}, "
+                f"given {value!r}); allowed: {', '.join(sorted(allowed))}"
+            )
+        setattr(config, key, value)
+
+
 def resume_config(
     saved: dict[str, Any], overrides: dict[str, Any], run_dir: Path, epochs_done: int
 ) -> TrainAgentConfig:
     """The config of a resumed run: the `saved` one (its checkpoint's), with `overrides`;
     only RESUME_OVERRIDABLE fields may differ from the saved values."""
     config = TrainAgentConfig.from_dict(saved)
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise TrainingSetupError(f"resume: unknown setting {key!r}")
-        if key not in RESUME_OVERRIDABLE and getattr(config, key) != value:
-            raise TrainingSetupError(
-                f"resume: {key} cannot change when resuming (saved {getattr(config, key)!r}, "
-                f"given {value!r}); allowed: {', '.join(sorted(RESUME_OVERRIDABLE))}"
-            )
-        setattr(config, key, value)
+    apply_resume_overrides(config, overrides, RESUME_OVERRIDABLE)
     config.run_dir = str(run_dir)
     if config.epochs < epochs_done:
         raise TrainingSetupError(

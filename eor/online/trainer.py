@@ -52,7 +52,13 @@ from eor.agent.checkpoint import CHECKPOINT_FORMAT, capture_rng, load_checkpoint
 from eor.agent.evaluate import eval_seed, evaluate, make_eval_envs
 from eor.agent.ravl import LOGGED_KEYS, RAVL, NonFiniteLossError
 from eor.agent.runlog import RunLog, jsonable, versions
-from eor.agent.setup import TrainingSetupError, deterministic_torch, resolve_device, seed_everything
+from eor.agent.setup import (
+    TrainingSetupError,
+    apply_resume_overrides,
+    deterministic_torch,
+    resolve_device,
+    seed_everything,
+)
 from eor.fileio import atomic_torch_save, atomic_write_json
 from eor.online.config import RESUME_OVERRIDABLE, TrainOnlineConfig
 from eor.online.replay import OnlineReplay
@@ -172,15 +178,7 @@ class OnlineTrainer(RunLoop):
                 "run? continue it with `eor train-agent --resume`)"
             )
         config = TrainOnlineConfig.from_dict(ckpt["config"])
-        for key, value in (overrides or {}).items():
-            if not hasattr(config, key):
-                raise TrainingSetupError(f"resume: unknown setting {key!r}")
-            if key not in RESUME_OVERRIDABLE and getattr(config, key) != value:
-                raise TrainingSetupError(
-                    f"resume: {key} cannot change when resuming (saved {getattr(config, key)!r}, "
-                    f"given {value!r}); allowed: {', '.join(sorted(RESUME_OVERRIDABLE))}"
-                )
-            setattr(config, key, value)
+        apply_resume_overrides(config, overrides or {}, RESUME_OVERRIDABLE)
         config.run_dir = str(run_dir)
         done = int(ckpt["counters"]["env_steps"])
         if config.total_steps < done:
