@@ -234,6 +234,17 @@ def test_local_sweep_runs_skips_and_retries(
     assert config["eta"] == 1.0 and config["seed"] == 1 and config["threads"] == 1
     assert config["load_model_dir"].endswith("models/hopper-random-v2/default-s1")
 
+    # `eor report SWEEP_DIR`: the agent runs only (not the models/), one row per dataset and
+    # setting over both seeds (each seed has its own model and thread count is not a setting).
+    report = CliRunner().invoke(main, ["report", str(out), "--format", "json"])
+    assert report.exit_code == 0, report.output
+    rows = json.loads(report.output)["groups"]
+    assert len(rows) == 4 and all(r["seeds"] == [0, 1] for r in rows), rows
+    assert sorted((r["dataset"], r["config"]["eta"]) for r in rows) == [
+        ("halfcheetah-random-v2", 0.5), ("halfcheetah-random-v2", 1.0),
+        ("hopper-random-v2", 0.5), ("hopper-random-v2", 1.0),
+    ]  # fmt: skip
+
     # A rerun starts nothing; a failed trial is rerun up to --max_retries.
     from eor.sweep import local
 

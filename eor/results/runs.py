@@ -65,9 +65,13 @@ NON_GROUPING_FIELDS: frozenset[str] = frozenset(
         # provenance of the data rather than its identity (dataset_name is kept)
         "dataset_source",
         "dataset_checksum",
+        # the dynamics model's identity (weights hash, elites): each seed trains its own
+        "model",
+        "threads",  # CPU threads: speed, not results
     }
 )
 _PATH_SUFFIXES = ("_dir", "_path", "_file")
+MODEL_META_FILE = "meta.json"  # beside config.json in an `eor train-model` directory
 
 # Two scores are taken to agree when within this (absolute, in normalised-score points).
 _AGREE_ATOL = 1e-6
@@ -362,7 +366,8 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         below: list[Path] = []
         for root, dirs, files in os.walk(p):
             if CONFIG_FILE in files:
-                below.append(Path(root))
+                if MODEL_META_FILE not in files:  # not a dynamics model (`eor sweep`'s models/)
+                    below.append(Path(root))
                 dirs[:] = []  # a run directory holds no further runs (checkpoints/ etc.)
             else:
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
