@@ -399,3 +399,23 @@ def test_cli_ctrl_c_in_sac_exits_130_and_says_rerun(
     assert "rerun the same command to continue" in result.output
     assert "SAC run: training 300 env steps" in result.output  # progress lines
     assert (store / "recipes" / "hopper-s0" / "sac" / "checkpoints" / "latest.pt").is_file()
+
+
+def test_sac_run_that_died_before_its_first_checkpoint_starts_again(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eor.online import OnlineTrainer
+
+    def crash(self: OnlineTrainer) -> None:
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as m:
+        m.setattr(OnlineTrainer, "_evaluate", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            recipe("hopper-full-replay-v2")
+    sac = recipes.recipe_dir("hopper", 1) / "sac"
+    assert (sac / "config.json").is_file() and not (sac / "checkpoints" / "latest.pt").exists()
+    messages: list[str] = []
+    path = recipe("hopper-full-replay-v2", messages)
+    assert any("no checkpoint yet: starting it again" in m for m in messages)
+    assert len(arrays(path)["rewards"]) == SAC_STEPS
