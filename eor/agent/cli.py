@@ -95,11 +95,13 @@ BOOL_FIELDS: tuple[str, ...] = tuple(
 )
 
 
-def _option_fields() -> list[dataclasses.Field[Any]]:
-    """TrainAgentConfig's fields in --help order: run, data mix, rollouts, then the learner
-    group (inherited, so first in `dataclasses.fields`)."""
+def _option_fields(
+    config_cls: type[RAVLHyperparams] = TrainAgentConfig,
+) -> list[dataclasses.Field[Any]]:
+    """A config's fields in --help order: its own (TrainAgentConfig: run, data mix, rollouts),
+    then the learner group (inherited, so first in `dataclasses.fields`)."""
     learner = {f.name for f in dataclasses.fields(RAVLHyperparams)}
-    everything = dataclasses.fields(TrainAgentConfig)
+    everything = dataclasses.fields(config_cls)
     return [f for f in everything if f.name not in learner] + [
         f for f in everything if f.name in learner
     ]
@@ -213,11 +215,14 @@ Exit status: 0 done, 1 a NaN loss (the last good checkpoint is kept), 2 bad inpu
 """
 
 
-def _bad_parameter(exc: Exception) -> click.ClickException:
-    """ValueError "name must ..." / "name: ..." -> a usage error naming --name."""
+def _bad_parameter(
+    exc: Exception, config_cls: type[RAVLHyperparams] = TrainAgentConfig
+) -> click.ClickException:
+    """ValueError "name must ..." / "name: ..." -> a usage error naming --name (a field of
+    `config_cls`, or --resume)."""
     message = str(exc)
     head = message.split(" ", 1)[0].rstrip(":")
-    if head in {f.name for f in dataclasses.fields(TrainAgentConfig)} | {"resume"}:
+    if head in {f.name for f in dataclasses.fields(config_cls)} | {"resume"}:
         if message.startswith(f"{head}: "):
             message = message[len(head) + 2 :]
         return click.BadParameter(message, param_hint=f"--{head}")

@@ -6,7 +6,6 @@ a value as in `eor train-agent` (`--save_policies False`) or none (`--quiet` alo
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -14,26 +13,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from eor.agent.cli import PyrallisBool, _click_type
-from eor.agent.ravl import RAVLHyperparams
+from eor.agent.cli import PyrallisBool, _bad_parameter, _click_type, _option_fields, _spellings
 from eor.online.config import TrainOnlineConfig
 
 
-def _spellings(name: str) -> list[str]:
-    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-
-
-def _option_fields() -> list[dataclasses.Field[Any]]:
-    """The run fields first, then the learner group (in --help)."""
-    learner = {f.name for f in dataclasses.fields(RAVLHyperparams)}
-    everything = dataclasses.fields(TrainOnlineConfig)
-    return [f for f in everything if f.name not in learner] + [
-        f for f in everything if f.name in learner
-    ]
-
-
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for field in reversed(_option_fields()):
+    """One click option per TrainOnlineConfig field: the run fields, then the learner group."""
+    for field in reversed(_option_fields(TrainOnlineConfig)):
         name, default = field.name, field.default
         decls = _spellings(name) + (["-q"] if name == "quiet" else [])
         if str(field.type) in ("bool", "<class 'bool'>"):
@@ -79,17 +65,6 @@ error, 2 bad input, 130 interrupted (Ctrl-C saves a checkpoint first).
 """
 
 
-def _bad_parameter(exc: Exception) -> click.ClickException:
-    """ValueError "name must ..." / "name: ..." -> a usage error naming --name."""
-    message = str(exc)
-    head = message.split(" ", 1)[0].rstrip(":")
-    if head in {f.name for f in dataclasses.fields(TrainOnlineConfig)} | {"resume"}:
-        if message.startswith(f"{head}: "):
-            message = message[len(head) + 2 :]
-        return click.BadParameter(message, param_hint=f"--{head}")
-    return click.UsageError(message)
-
-
 @click.command(help=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"]})
 @_config_options
 @click.option(
@@ -117,7 +92,7 @@ def train_online(ctx: click.Context, resume: str | None, **options: Any) -> None
         else:
             trainer = OnlineTrainer(TrainOnlineConfig(**options))
     except (TrainingSetupError, ValueError, FileNotFoundError) as exc:
-        raise _bad_parameter(exc) from None
+        raise _bad_parameter(exc, TrainOnlineConfig) from None
 
     cfg = trainer.config
     if not cfg.quiet:
