@@ -31,7 +31,7 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from eor.agent.ravl import RAVLConfig, RAVLHyperparams
 
@@ -41,7 +41,42 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class TrainAgentConfig(RAVLHyperparams):
+class RunConfig(RAVLHyperparams):
+    """What a training command's config adds to the learner group it inherits (no fields): the
+    learner's `RAVLConfig`, config.json's dict, and the checks its `validate` shares."""
+
+    def learner_config(self, obs_dim: int, act_dim: int) -> RAVLConfig:
+        """The learner's `RAVLConfig`: this config's learner group and the env's shapes."""
+        learner = {f.name: getattr(self, f.name) for f in fields(RAVLHyperparams)}
+        return RAVLConfig(obs_dim=obs_dim, act_dim=act_dim, **learner)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of `to_dict`; unknown keys (eor_version, env_id, ... in config.json) are
+        ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def _check_integer(self, name: str, low: int) -> None:
+        """ValueError unless field `name` is an int (not a bool) >= `low` (0 or 1)."""
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            kind = "a positive integer" if low == 1 else "a non-negative integer"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+    def _check_bool(self, name: str) -> None:
+        if not isinstance(getattr(self, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TrainAgentConfig(RunConfig):
     """All settings of one RAVL training run (maps one to one onto `eor train-agent`).
 
     The learner group (hidden_dim ... target_entropy) is inherited from `RAVLHyperparams`.
@@ -248,13 +283,7 @@ class TrainAgentConfig(RAVLHyperparams):
     def validate(self, *, require_model_dir: bool = True) -> None:
         """Raise ValueError naming the first bad field and what was expected (the learner
         group's checks are `RAVLHyperparams.validate`'s)."""
-
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                kind = "a positive integer" if low == 1 else "a non-negative integer"
-                raise ValueError(f"{name} must be {kind}, got {value!r}")
-
+        integer = self._check_integer
         for name in (
             "epochs",
             "updates_per_epoch",
@@ -269,8 +298,7 @@ class TrainAgentConfig(RAVLHyperparams):
             integer(name, 1)
         for name in ("eval_every", "save_every"):
             integer(name, 0)
-        if not isinstance(self.cuda_graph, bool):
-            raise ValueError(f"cuda_graph must be True or False, got {self.cuda_graph!r}")
+        self._check_bool("cuda_graph")
         if self.eval_max_steps is not None:
             integer("eval_max_steps", 1)
         if self.threads is not None:
@@ -279,8 +307,7 @@ class TrainAgentConfig(RAVLHyperparams):
             raise ValueError(f"dataset_ratio must be in [0, 1], got {self.dataset_ratio!r}")
         super().validate()
         for name in ("save", "deterministic", "wandb", "quiet", "true_dynamics"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            self._check_bool(name)
         if self.save and not self.save_path:
             raise ValueError("save_path must be given when save is True (save path required)")
         for name in ("name", "name_prefix"):
@@ -302,23 +329,6 @@ class TrainAgentConfig(RAVLHyperparams):
                 "load_model_dir must be given: a directory written by `eor train-model` "
                 "(or --true_dynamics: rollouts in the simulator)"
             )
-
-    def learner_config(self, obs_dim: int, act_dim: int) -> RAVLConfig:
-        """The learner's `RAVLConfig`: this config's learner group and the env's shapes."""
-        learner = {f.name: getattr(self, f.name) for f in fields(RAVLHyperparams)}
-        return RAVLConfig(obs_dim=obs_dim, act_dim=act_dim, **learner)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainAgentConfig:
-        """Inverse of `to_dict`; unknown keys (e.g. eor_version in config.json) are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def replace(self, **changes: Any) -> TrainAgentConfig:
-        return dataclasses.replace(self, **changes)
 
 
 REFERENCE_FIELDS: dict[str, str] = {

@@ -8,11 +8,9 @@ source is in docs/online.md's table.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
-from eor.agent.ravl import RAVLConfig, RAVLHyperparams
+from eor.agent.config import RunConfig
 
 
 def _help(text: str) -> dict[str, str]:
@@ -20,7 +18,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class TrainOnlineConfig(RAVLHyperparams):
+class TrainOnlineConfig(RunConfig):
     """All settings of one online SAC run (maps one to one onto `eor train-online`)."""
 
     # SAC's learner defaults (docs/online.md): two critics, no diversity term.
@@ -109,13 +107,7 @@ class TrainOnlineConfig(RAVLHyperparams):
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and what was expected."""
-
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                kind = "a positive integer" if low == 1 else "a non-negative integer"
-                raise ValueError(f"{name} must be {kind}, got {value!r}")
-
+        integer = self._check_integer
         for name in (
             "total_steps",
             "batch_size",
@@ -133,8 +125,7 @@ class TrainOnlineConfig(RAVLHyperparams):
             if getattr(self, name) is not None:
                 integer(name, 1)
         for name in ("save_policies", "deterministic", "quiet"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            self._check_bool(name)
         if self.update_after < self.batch_size:
             raise ValueError(
                 f"update_after must be >= batch_size ({self.batch_size}): the first update "
@@ -147,23 +138,6 @@ class TrainOnlineConfig(RAVLHyperparams):
         if not isinstance(self.env_name, str) or not self.env_name:
             raise ValueError("env_name must be given, e.g. halfcheetah")
         super().validate()
-
-    def learner_config(self, obs_dim: int, act_dim: int) -> RAVLConfig:
-        """The learner's `RAVLConfig`: this config's learner group and the env's shapes."""
-        learner = {f.name: getattr(self, f.name) for f in fields(RAVLHyperparams)}
-        return RAVLConfig(obs_dim=obs_dim, act_dim=act_dim, **learner)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainOnlineConfig:
-        """Inverse of `to_dict`; unknown keys (eor_version, env_id in config.json) are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def replace(self, **changes: Any) -> TrainOnlineConfig:
-        return dataclasses.replace(self, **changes)
 
 
 RESUME_OVERRIDABLE: frozenset[str] = frozenset(
