@@ -267,6 +267,36 @@ def deterministic_torch(enabled: bool) -> Iterator[None]:
         torch.set_num_threads(previous[1])
 
 
+def check_new_run_dir(run_dir: Path, *, resuming: bool) -> None:
+    """A new run refuses a `run_dir` that already holds one (its config.json)."""
+    if not resuming and (run_dir / "config.json").exists():
+        raise TrainingSetupError(
+            f"run_dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
+            "or choose another --run_dir"
+        )
+
+
+def checkpoint_to_resume(run_dir: Path, written: str) -> Path:
+    """`run_dir`'s checkpoints/latest.pt; TrainingSetupError when `run_dir` is not a directory
+    or has none (`written`: when the run writes one, for the message)."""
+    if not run_dir.is_dir():
+        raise TrainingSetupError(f"resume: {run_dir} is not a directory")
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        raise TrainingSetupError(
+            f"resume: {run_dir} has no checkpoint ({path} is missing); a run writes one {written}"
+        )
+    return path
+
+
+def check_checkpoint_dims(dims: dict[str, int], obs_dim: int, act_dim: int) -> None:
+    """A checkpoint's obs/act dims (its "dims") must be the env's."""
+    if (dims["obs_dim"], dims["act_dim"]) != (obs_dim, act_dim):
+        raise TrainingSetupError(
+            f"resume: the checkpoint has obs/act dims {dims}, the env has {obs_dim}/{act_dim}"
+        )
+
+
 def apply_resume_overrides(config: Any, overrides: dict[str, Any], allowed: frozenset[str]) -> None:
     """Set `overrides` on a resumed run's saved `config`; a field outside `allowed` may only be
     given with its saved value (TrainingSetupError otherwise, or for an unknown name)."""

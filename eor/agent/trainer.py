@@ -57,8 +57,11 @@ from eor.agent.setup import (
     TrainingSetupError,
     build_components,
     build_learner,
+    check_checkpoint_dims,
     check_model_dims,
+    check_new_run_dir,
     check_sizes,
+    checkpoint_to_resume,
     default_run_dir,
     deterministic_torch,
     model_identity,
@@ -121,11 +124,7 @@ class Trainer(RunLoop):
             )
         resuming = _checkpoint is not None
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-        if not resuming and (run_dir / "config.json").exists():
-            raise TrainingSetupError(
-                f"run_dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --run_dir"
-            )
+        check_new_run_dir(run_dir, resuming=resuming)
         self.run_dir = run_dir
         self.config.run_dir = str(run_dir)
         if config.wandb:
@@ -215,14 +214,7 @@ class Trainer(RunLoop):
         fields (`eor.agent.setup`) may differ from the saved config.
         """
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise TrainingSetupError(f"resume: {run_dir} is not a directory")
-        ckpt_path = run_dir / "checkpoints" / "latest.pt"
-        if not ckpt_path.is_file():
-            raise TrainingSetupError(
-                f"resume: {run_dir} has no checkpoint ({ckpt_path} is missing); "
-                "a run writes one at the end of each epoch and on Ctrl-C"
-            )
+        ckpt_path = checkpoint_to_resume(run_dir, "at the end of each epoch and on Ctrl-C")
         ckpt = load_checkpoint(ckpt_path)
         epochs_done = int(ckpt["counters"]["epochs_done"])
         config = resume_config(ckpt["config"], overrides or {}, run_dir, epochs_done)
@@ -313,12 +305,7 @@ class Trainer(RunLoop):
         return written
 
     def _restore(self, ckpt: dict[str, Any]) -> int:
-        dims = ckpt["dims"]
-        if (dims["obs_dim"], dims["act_dim"]) != (self.obs_dim, self.act_dim):
-            raise TrainingSetupError(
-                f"resume: the checkpoint has obs/act dims {dims}, the env has "
-                f"{self.obs_dim}/{self.act_dim}"
-            )
+        check_checkpoint_dims(ckpt["dims"], self.obs_dim, self.act_dim)
         saved = (ckpt.get("model_info") or {}).get("weights_sha256")
         now = (self.components.model_info or {}).get("weights_sha256")
         if saved and now and saved != now:

@@ -55,6 +55,9 @@ from eor.agent.runlog import RunLog, jsonable, versions
 from eor.agent.setup import (
     TrainingSetupError,
     apply_resume_overrides,
+    check_checkpoint_dims,
+    check_new_run_dir,
+    checkpoint_to_resume,
     deterministic_torch,
     resolve_device,
     seed_everything,
@@ -102,11 +105,7 @@ class OnlineTrainer(RunLoop):
         self.device = resolve_device(config.device)
         resuming = _checkpoint is not None
         run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-        if not resuming and (run_dir / "config.json").exists():
-            raise TrainingSetupError(
-                f"run_dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --run_dir"
-            )
+        check_new_run_dir(run_dir, resuming=resuming)
         self.run_dir = run_dir
         config.run_dir = str(run_dir)
         self.obs_dim, self.act_dim = int(spec.obs_dim), int(spec.act_dim)
@@ -160,14 +159,9 @@ class OnlineTrainer(RunLoop):
         """Continue the run in `run_dir` from checkpoints/latest.pt; `overrides` may change the
         `RESUME_OVERRIDABLE` settings (e.g. a larger total_steps) only."""
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise TrainingSetupError(f"resume: {run_dir} is not a directory")
-        path = run_dir / "checkpoints" / "latest.pt"
-        if not path.is_file():
-            raise TrainingSetupError(
-                f"resume: {run_dir} has no checkpoint ({path} is missing); a run writes one "
-                "every checkpoint_every env steps, at the end and on Ctrl-C"
-            )
+        path = checkpoint_to_resume(
+            run_dir, "every checkpoint_every env steps, at the end and on Ctrl-C"
+        )
         try:
             ckpt = load_checkpoint(path)
         except ValueError as exc:
@@ -262,12 +256,7 @@ class OnlineTrainer(RunLoop):
         return path
 
     def _restore(self, ckpt: dict[str, Any]) -> int:
-        dims = ckpt["dims"]
-        if (dims["obs_dim"], dims["act_dim"]) != (self.obs_dim, self.act_dim):
-            raise TrainingSetupError(
-                f"resume: the checkpoint has obs/act dims {dims}, the env has "
-                f"{self.obs_dim}/{self.act_dim}"
-            )
+        check_checkpoint_dims(ckpt["dims"], self.obs_dim, self.act_dim)
         self.learner.load_state_dict(ckpt["learner"])
         self.replay = OnlineReplay.from_state(ckpt["replay"])
         restore_rng(ckpt["rng"], self.act_generator)
