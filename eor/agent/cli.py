@@ -117,7 +117,6 @@ def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         name = field.name
         if name in DERIVED_FIELDS:
             continue
-        default = field.default
         decls = [*_spellings(name)]
         for alias in ALIASES.get(name, ()):
             decls += _spellings(alias)
@@ -128,28 +127,37 @@ def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
             func = click.option(*no_decls, f"no_{name}", is_flag=True, default=False, hidden=True)(
                 func
             )
-            option = click.option(
-                *decls,
-                name,
-                type=PyrallisBool(),
-                is_flag=False,
-                flag_value=True,
-                default=default,
-                show_default=True,
-                metavar="[BOOL]",
-                help=f"{help_text} Also {decls[0]} alone (True), --no-{name} (False).",
-            )
-        else:
-            option = click.option(
-                *decls,
-                name,
-                type=_click_type(field.type),
-                default=default,
-                show_default=default is not None,
-                help=help_text,
-            )
-        func = option(func)
+            help_text = f"{help_text} Also {decls[0]} alone (True), --no-{name} (False)."
+        func = _field_option(field, decls, help_text)(func)
     return func
+
+
+def _field_option(
+    field: dataclasses.Field[Any], decls: list[str], help_text: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one config field, spelled `decls`, with the field's default: a
+    boolean takes a value (PyrallisBool) or none (True)."""
+    name, default = field.name, field.default
+    if str(field.type) in ("bool", "<class 'bool'>"):
+        return click.option(
+            *decls,
+            name,
+            type=PyrallisBool(),
+            is_flag=False,
+            flag_value=True,
+            default=default,
+            show_default=True,
+            metavar="[BOOL]",
+            help=help_text,
+        )
+    return click.option(
+        *decls,
+        name,
+        type=_click_type(field.type),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
 
 
 def _given(ctx: click.Context, name: str) -> bool:

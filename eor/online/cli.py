@@ -13,37 +13,18 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from eor.agent.cli import PyrallisBool, _bad_parameter, _click_type, _option_fields, _spellings
+from eor.agent.cli import _bad_parameter, _field_option, _option_fields, _spellings
 from eor.online.config import TrainOnlineConfig
 
 
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """One click option per TrainOnlineConfig field: the run fields, then the learner group."""
     for field in reversed(_option_fields(TrainOnlineConfig)):
-        name, default = field.name, field.default
-        decls = _spellings(name) + (["-q"] if name == "quiet" else [])
+        decls = _spellings(field.name) + (["-q"] if field.name == "quiet" else [])
+        help_text = field.metadata["help"]
         if str(field.type) in ("bool", "<class 'bool'>"):
-            option = click.option(
-                *decls,
-                name,
-                type=PyrallisBool(),
-                is_flag=False,
-                flag_value=True,
-                default=default,
-                show_default=True,
-                metavar="[BOOL]",
-                help=f"{field.metadata['help']} Also {decls[0]} alone (True).",
-            )
-        else:
-            option = click.option(
-                *decls,
-                name,
-                type=_click_type(field.type),
-                default=default,
-                show_default=default is not None,
-                help=field.metadata["help"],
-            )
-        func = option(func)
+            help_text = f"{help_text} Also {decls[0]} alone (True)."
+        func = _field_option(field, decls, help_text)(func)
     return func
 
 
