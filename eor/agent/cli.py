@@ -237,9 +237,7 @@ def _bad_parameter(
     return click.UsageError(message)
 
 
-@click.command(help=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"]})
-@_config_options
-@click.option(
+_resume_option = click.option(
     "--resume",
     "resume",
     type=click.Path(file_okay=False, path_type=str),
@@ -247,6 +245,12 @@ def _bad_parameter(
     help="Continue the run in RUN_DIR from its checkpoints/latest.pt.",
     metavar="RUN_DIR",
 )
+"""--resume RUN_DIR of train-agent and train-online."""
+
+
+@click.command(help=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"]})
+@_config_options
+@_resume_option
 @click.pass_context
 def train_agent(ctx: click.Context, resume: str | None, **options: Any) -> None:
     from eor.agent.trainer import NonFiniteLossError, Trainer, TrainingSetupError

@@ -11,9 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from eor.agent.cli import _bad_parameter, _field_option, _option_fields, _spellings
+from eor.agent.cli import (
+    _bad_parameter,
+    _field_option,
+    _given,
+    _option_fields,
+    _resume_option,
+    _spellings,
+)
 from eor.online.config import TrainOnlineConfig
 
 
@@ -48,25 +54,14 @@ error, 2 bad input, 130 interrupted (Ctrl-C saves a checkpoint first).
 
 @click.command(help=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"]})
 @_config_options
-@click.option(
-    "--resume",
-    "resume",
-    type=click.Path(file_okay=False, path_type=str),
-    default=None,
-    metavar="RUN_DIR",
-    help="Continue the run in RUN_DIR from its checkpoints/latest.pt.",
-)
+@_resume_option
 @click.pass_context
 def train_online(ctx: click.Context, resume: str | None, **options: Any) -> None:
     from eor.online.trainer import NonFiniteLossError, OnlineTrainer, TrainingSetupError
     from eor.runtime import tune_malloc
 
     tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
-    given = {
-        k
-        for k in options
-        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    }
+    given = {k for k in options if _given(ctx, k)}
     try:
         if resume is not None:
             trainer = OnlineTrainer.resume(resume, overrides={k: options[k] for k in given})
