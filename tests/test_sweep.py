@@ -178,6 +178,11 @@ def test_dry_run_prints_trials_and_runs_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
     bad = CliRunner().invoke(main, ["sweep", str(tmp_path / "none.toml"), "--dry-run"])
     assert bad.exit_code == 2 and "no such sweep file" in bad.output
+    spec = str(_write(tmp_path, GRID))
+    bad = CliRunner().invoke(main, ["sweep", spec, "--local", "--address", "auto"])
+    assert bad.exit_code == 2 and "--address" in bad.output and "without Ray" in bad.output
+    bad = CliRunner().invoke(main, ["sweep", spec, "--max_retries", "-1"])
+    assert bad.exit_code == 2 and "--max_retries" in bad.output
 
 
 # ----------------------------------------------------------------------------- local runs
