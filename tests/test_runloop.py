@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from eor.agent.setup import (
     TrainingSetupError,
@@ -16,6 +17,7 @@ from eor.agent.setup import (
     check_checkpoint_dims,
     check_new_run_dir,
     checkpoint_to_resume,
+    run_threads,
 )
 from eor.online.config import TrainOnlineConfig
 from eor.runloop import RunLoop
@@ -101,3 +103,17 @@ def test_apply_resume_overrides_allows_only_the_listed_fields() -> None:
         apply_resume_overrides(config, {"seed": 1}, frozenset({"total_steps"}))
     with pytest.raises(TrainingSetupError, match="unknown setting 'nope'"):
         apply_resume_overrides(config, {"nope": 1}, frozenset())
+
+
+def test_run_threads_sets_threads_unless_deterministic_and_restores() -> None:
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    want = 3 if before[0] != 3 else 2
+    with run_threads(want, False):
+        assert torch.get_num_threads() == want
+        assert not torch.are_deterministic_algorithms_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    with run_threads(want, True):  # --deterministic: one thread, whatever --threads says
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    with run_threads(None, False):
+        assert torch.get_num_threads() == before[0]

@@ -22,6 +22,7 @@ import torch
 
 from eor.agent.config import TrainAgentConfig
 from eor.agent.ravl import RAVL
+from eor.runtime import torch_threads
 
 # Run-group fields that `--resume` may change; the others define the run and must match.
 RESUME_OVERRIDABLE: frozenset[str] = frozenset(
@@ -265,6 +266,14 @@ def deterministic_torch(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.set_num_threads(previous[1])
+
+
+@contextmanager
+def run_threads(threads: int | None, deterministic: bool) -> Iterator[None]:
+    """A run's --threads and --deterministic while it trains: `deterministic_torch` (one thread)
+    when `deterministic`, which overrides `threads`; else `threads` (None: torch's choice)."""
+    with torch_threads(None if deterministic else threads), deterministic_torch(deterministic):
+        yield
 
 
 def check_new_run_dir(run_dir: Path, *, resuming: bool) -> None:

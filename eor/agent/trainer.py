@@ -63,17 +63,16 @@ from eor.agent.setup import (
     check_sizes,
     checkpoint_to_resume,
     default_run_dir,
-    deterministic_torch,
     model_identity,
     recorded_zero_contact_forces,
     resolve_device,
     resume_config,
+    run_threads,
     seed_everything,
 )
 from eor.fileio import atomic_write_json
 from eor.mixed_batch import MixedBatchSampler
 from eor.runloop import RunLoop
-from eor.runtime import torch_threads
 
 __all__ = [
     "Components",
@@ -356,8 +355,7 @@ class Trainer(RunLoop):
         Raises NonFiniteLossError on a NaN/inf loss. Returns normally after Ctrl-C, with
         summary["status"] == "interrupted" and a checkpoint to resume from.
         """
-        threads = None if self.config.deterministic else self.config.threads
-        with torch_threads(threads), deterministic_torch(self.config.deterministic):
+        with run_threads(self.config.threads, self.config.deterministic):
             summary = self._train()
         if self._status == "interrupted":
             print(

@@ -58,15 +58,14 @@ from eor.agent.setup import (
     check_checkpoint_dims,
     check_new_run_dir,
     checkpoint_to_resume,
-    deterministic_torch,
     resolve_device,
+    run_threads,
     seed_everything,
 )
 from eor.fileio import atomic_torch_save, atomic_write_json
 from eor.online.config import RESUME_OVERRIDABLE, TrainOnlineConfig
 from eor.online.replay import OnlineReplay
 from eor.runloop import RunLoop
-from eor.runtime import torch_threads
 
 __all__ = ["NonFiniteLossError", "OnlineTrainer", "TrainingSetupError", "train_online"]
 
@@ -280,9 +279,7 @@ class OnlineTrainer(RunLoop):
     def train(self) -> dict[str, Any]:
         """Run (or continue) the loop; returns the summary (also in summary.json). Returns
         normally after Ctrl-C or a KeyboardInterrupt (status "interrupted")."""
-        cfg = self.config
-        threads = None if cfg.deterministic else cfg.threads
-        with torch_threads(threads), deterministic_torch(cfg.deterministic):
+        with run_threads(self.config.threads, self.config.deterministic):
             summary = self._train()
         if self._status == "interrupted":
             print(
