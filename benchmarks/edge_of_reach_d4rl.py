@@ -102,8 +102,9 @@ def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
         _run([*_eor(), "train-model", "--env_name", dataset, "--seed", str(args.seed),
               "--save_path", str(model_dir), "--max_epochs", str(args.model_epochs)], env, log)  # fmt: skip
     epochs = math.ceil(args.updates / args.updates_per_epoch)
-    for method, method_args in METHODS.items():
-        for model in MODELS:
+    # The true dynamics first (the paper's point), then the learned model.
+    for model in MODELS:
+        for method, method_args in METHODS.items():
             run_dir = out / f"{method}-{model}"
             if (run_dir / "summary.json").exists():
                 summary = json.loads((run_dir / "summary.json").read_text())
