@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from eor.lab.edge_of_reach import LabConfig, LabSetup
 
 FIGSIZE = (11.0, 9.0)  # inches
 DPI = 100
 
 
 def plot_method(
-    result: dict[str, Any], setup: LabSetup, config: LabConfig, out: str | os.PathLike[str]
+    result: dict[str, Any], setup: Any, config: Any, out: str | os.PathLike[str]
 ) -> Path:
-    """Draw `result` (a `train_method` result) into `out` (format from its suffix)."""
+    """Draw `result` (a `train_method` result) into `out` (format from its suffix).
+
+    setup, config: the run's `LabSetup` and `LabConfig` (`eor.lab.edge_of_reach`; not imported
+    here, which imports this module).
+    """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
