@@ -11,12 +11,13 @@ so rerunning the same command resumes: the dataset (`eor collect ENV-random-v2`,
 already in eor's store with --dataset_kind), the dynamics model (`eor train-model`), then the four
 agents (`eor train-agent`, resumed with `--resume` when interrupted). At the end it reads each
 run's metrics.jsonl and writes OUT/results.json and OUT/edge_of_reach_d4rl.png: per env, the
-policy's mean Q on the batch (`q_policy_mean`) over updates beside the bound no Q-value can
-exceed, r_max / (1 − γ) with r_max the dataset's largest reward, and the normalised score over
-updates.
+policy's mean Q on the batch (`q_policy_mean`) over updates, the discounted Monte-Carlo return of
+the evaluation episodes (`return_discounted_mean`, what the Q-values should approach), and the
+value of an expert, its D4RL reference return per step / (1 − γ), which stands for the largest
+achievable discounted return; and the normalised score over updates.
 
-Expected (the paper, Figure 2 and §4): base's Q-values grow past the bound, with the true
-dynamics as with the learned model (the failure is not model error); RAVL's stay bounded.
+Expected (the paper, Figure 2 and §4): base's Q-values grow past anything achievable, with the
+true dynamics as with the learned model (the failure is not model error); RAVL's stay bounded.
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def _store_path(dataset: str, env: dict[str, str]) -> Path:
             os.environ["EOR_DATA_DIR"] = before
 
 
-def _dataset_rmax(path: Path) -> float:
-    import h5py
-    import numpy as np
+def _expert_value(env_name: str) -> float:
+    """An expert's discounted value: its D4RL reference return per step (1000-step episodes)
+    over 1 − γ; no policy of the benchmark does much better."""
+    from eor.envs.registry import get_env
 
-    with h5py.File(path, "r") as f:
-        return float(np.max(f["rewards"][()]))
+    return get_env(env_name).ref_max_score / 1000 / (1 - GAMMA)
 
 
 def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
                        "--eval_every", str(args.eval_every), "--eval_episodes", str(args.eval_episodes),
                        "--log_every", str(args.log_every)]  # fmt: skip
             _run([*cmd, "--quiet"], env, log)
-    return {"dataset": dataset, "r_max": _dataset_rmax(data_file)}
+    return {"dataset": dataset, "expert_value": _expert_value(env_name)}
 
 
 def collect_results(args: argparse.Namespace, meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def collect_results(args: argparse.Namespace, meta: dict[str, dict[str, Any]]) -
 
     results: dict[str, Any] = {}
     for env_name, info in meta.items():
-        bound = info["r_max"] / (1 - GAMMA)
+        bound = info["expert_value"]
         runs: dict[str, Any] = {}
         for method in METHODS:
             for model in MODELS:
@@ -143,10 +144,13 @@ def collect_results(args: argparse.Namespace, meta: dict[str, dict[str, Any]]) -
                     (r["updates"], r["q_policy_mean"]) for r in m["train"] if "q_policy_mean" in r
                 ]
                 evals = [(r["updates"], r["score_mean"]) for r in m["eval"]]
+                mc = [(r["updates"], r["return_discounted_mean"]) for r in m["eval"]
+                      if "return_discounted_mean" in r]  # fmt: skip
                 q_last = train[-1][1] if train else None
                 runs[f"{method}-{model}"] = {
                     "q_policy_mean": train,
                     "score": evals,
+                    "return_discounted": mc,
                     "q_last": q_last,
                     "q_max": max((q for _, q in train), default=None),
                     "q_over_bound": None if q_last is None else q_last > bound,
@@ -175,10 +179,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if run["q_policy_mean"]:
                 u, q = zip(*run["q_policy_mean"], strict=True)
                 q_ax.plot(u, q, ls, color=styles[method], label=label)
+            if run["return_discounted"]:
+                u, g = zip(*run["return_discounted"], strict=True)
+                q_ax.plot(u, g, ls, color=styles[method], marker="x", ms=4, alpha=0.5,
+                          label=f"{label}: discounted MC return")  # fmt: skip
             if run["score"]:
                 u, s = zip(*run["score"], strict=True)
                 s_ax.plot(u, s, ls, color=styles[method], marker="o", ms=3, label=label)
-        q_ax.axhline(res["q_bound"], color="k", lw=1, ls=":", label="r_max / (1 − γ)")
+        q_ax.axhline(res["q_bound"], color="k", lw=1, ls=":", label="expert value (D4RL ref.) ")
         q_ax.set_yscale("symlog", linthresh=max(1.0, abs(res["q_bound"]) / 10))
         q_ax.set_title(f"{res['dataset']}: mean Q of the policy")
         s_ax.set_title(f"{res['dataset']}: normalised score")
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for env_name in env_names:
         if args.plot_only:
             dataset = f"{env_name}-{args.dataset_kind}-v2"
-            meta[env_name] = {"dataset": dataset, "r_max": _dataset_rmax(_store_path(dataset, env))}
+            meta[env_name] = {"dataset": dataset, "expert_value": _expert_value(env_name)}
         else:
             meta[env_name] = run_env(env_name, args, env)
     results = collect_results(args, meta)
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
     plot(results, args.out / "edge_of_reach_d4rl.png")
     for res in results.values():
-        print(f"{res['dataset']}: Q bound r_max/(1-γ) = {res['q_bound']:.1f}")
+        print(f"{res['dataset']}: expert value {res['q_bound']:.1f}")
         for name, run in res["runs"].items():
             print(f"  {name:<14} last mean Q {run['q_last']!s:>10.10}  max {run['q_max']!s:>10.10}  "
                   f"score {run['score_last']!s:.6}  over bound: {run['q_over_bound']}")  # fmt: skip
