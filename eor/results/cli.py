@@ -71,7 +71,13 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     show_default=True,
     help="Table format.",
 )
-def report(run_dirs: tuple[Path, ...], fmt: str) -> None:
+@click.option(
+    "--paper",
+    is_flag=True,
+    help="Add the paper's RAVL score (mean ± std over seeds) per dataset, from the data file "
+    "eor/results/paper_ravl.json (docs/algorithm.md §5); '—' where the paper has none.",
+)
+def report(run_dirs: tuple[Path, ...], fmt: str, paper: bool) -> None:
     """Tabulate runs grouped by dataset and config.
 
     Each RUN_DIR is a run directory written by `eor train-agent`, or a directory with run
@@ -84,7 +90,11 @@ def report(run_dirs: tuple[Path, ...], fmt: str) -> None:
     The std is the population std over seeds (ddof=0): sqrt(mean((x - mean)^2)), 0 for a
     single seed. A score shown with (n=K) is over the K seeds evaluated so far.
     """
-    from eor.results.report import render, summarise
+    from eor.results.report import PaperDataError, load_paper, render, summarise
 
+    try:
+        paper_doc = load_paper() if paper else None
+    except PaperDataError as exc:
+        raise click.UsageError(f"--paper: {exc}") from None
     _, groups = _load_groups(run_dirs)
-    click.echo(render(summarise(groups), fmt), nl=False)
+    click.echo(render(summarise(groups), fmt, paper_doc), nl=False)

@@ -9,6 +9,8 @@ Three panels share the x axis (gradient updates):
    Q values blowing up; RAVL's ensemble penalty keeps them bounded;
 3. the critic loss (log scale when all positive and spanning more than a decade).
 
+When the runs span several datasets, each dataset gets its own column of the three panels.
+
 Seeds are aligned on the update count: at each update count the mean and the population std
 (ddof = 0) are taken over the seeds that logged it, so a shorter (interrupted) seed simply stops
 contributing.
@@ -23,12 +25,17 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from eor.results.runs import Group, Run, differing_fields, group_label
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 FIGSIZE = (10.0, 11.0)  # inches
+MULTI_COL_WIDTH = 6.0  # inches per dataset column when the runs span several datasets
 DPI = 100  # -> a 1000 x 1100 pixel PNG
 SCORE_NOTE = (
     "D4RL normalised score = 100 · (return − random-policy return) / "
@@ -88,25 +95,60 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.layout_engine import ConstrainedLayoutEngine
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter
 
     fields = differing_fields(groups)
+    datasets = list(dict.fromkeys(g.dataset for g in groups))
+    ncols = len(datasets)  # one column of panels per dataset; one column for one dataset
     fig = Figure(
-        figsize=FIGSIZE,
+        figsize=(FIGSIZE[0] if ncols == 1 else MULTI_COL_WIDTH * ncols, FIGSIZE[1]),
         dpi=DPI,
         # rect leaves the bottom strip for the note on the score
         layout=ConstrainedLayoutEngine(h_pad=0.08, rect=(0, 0.03, 1, 0.97)),
     )
-    ax_s, ax_q, ax_l = fig.subplots(
-        3, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1.5, 1.1]}
+    axes = fig.subplots(
+        3,
+        ncols,
+        sharex="col",
+        squeeze=False,
+        gridspec_kw={"height_ratios": [2.2, 1.5, 1.1]},
     )
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for col, dataset in enumerate(datasets):
+        _draw_panels(
+            [(i, g) for i, g in enumerate(groups) if g.dataset == dataset],
+            fields,
+            colors,
+            axes[0, col],
+            axes[1, col],
+            axes[2, col],
+        )
+
+    fig.text(0.5, 0.002, SCORE_NOTE, ha="center", va="bottom", fontsize=7.5, wrap=True)
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _draw_panels(
+    indexed: Sequence[tuple[int, Group]],
+    fields: Sequence[str],
+    colors: Sequence[str],
+    ax_s: Axes,
+    ax_q: Axes,
+    ax_l: Axes,
+) -> None:
+    """Draw the score, Q and loss panels of the (colour index, group) pairs on three axes."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter
+
+    groups = [g for _, g in indexed]
     loss_positive = True
     any_loss = False
     any_eval = False
     q_scales: list[float] = []  # per group, the largest |Q statistic| drawn
-    for i, g in enumerate(groups):
+    for i, g in indexed:
         c = colors[i % len(colors)]
         seeds = len(g.runs)
         label = f"{group_label(g, fields)} ({_seeds_text(g)})"
@@ -198,13 +240,6 @@ def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
     ax_l.set_xlim(left=0)
     ax_l.set_xlabel("gradient updates")
     ax_l.xaxis.set_major_formatter(EngFormatter(sep=""))
-
-    fig.text(0.5, 0.002, SCORE_NOTE, ha="center", va="bottom", fontsize=7.5, wrap=True)
-
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
 
 
 def default_out(run_dirs: Sequence[Path]) -> Path:

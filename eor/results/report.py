@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from eor.results.runs import Group, differing_fields, group_label
@@ -28,6 +29,58 @@ SCORE_NOTE = (
     f"mean ± {STD_NAME} over seeds."
 )
 FORMATS = ("markdown", "csv", "json")
+
+# The paper's RAVL scores for `eor report --paper` (docs/algorithm.md §5): {"source": {...},
+# "scores": {dataset name: {"mean": float, "std": float}}}. Only numbers copied from the paper's
+# table belong here; without the file, --paper fails rather than show anything else.
+PAPER_FILE = Path(__file__).with_name("paper_ravl.json")
+PAPER_SOURCE_FIELDS = ("paper", "version", "table", "caption", "units", "seeds")
+PAPER_SCORE_RANGE = (-20.0, 200.0)  # plausible D4RL normalised scores
+PAPER_STD_RANGE = (0.0, 100.0)
+
+
+class PaperDataError(ValueError):
+    """The paper's data file is missing or malformed."""
+
+
+def load_paper(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and check the paper's scores (PAPER_FILE by default); PaperDataError if bad."""
+    p = Path(path) if path is not None else PAPER_FILE
+    if not p.is_file():
+        raise PaperDataError(
+            f"the paper's RAVL scores are missing: no data file {p}. It must hold the D4RL "
+            "MuJoCo table of arXiv 2402.12527v2 (docs/algorithm.md §5), copied exactly; "
+            "until it is added, --paper is unavailable."
+        )
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise PaperDataError(f"{p}: not valid JSON ({exc})") from None
+    source = doc.get("source") if isinstance(doc, dict) else None
+    scores = doc.get("scores") if isinstance(doc, dict) else None
+    if not isinstance(source, dict) or not isinstance(scores, dict) or not scores:
+        raise PaperDataError(f"{p}: expected an object with 'source' and non-empty 'scores'")
+    missing = [f for f in PAPER_SOURCE_FIELDS if not source.get(f)]
+    if missing:
+        raise PaperDataError(f"{p}: 'source' lacks {', '.join(missing)}")
+    for name, entry in scores.items():
+        ok = isinstance(entry, dict) and set(entry) == {"mean", "std"}
+        vals = [entry.get(k) for k in ("mean", "std")] if ok else []
+        if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            raise PaperDataError(f"{p}: scores[{name!r}] must be {{'mean': number, 'std': number}}")
+        mean, std = float(vals[0]), float(vals[1])
+        if not (PAPER_SCORE_RANGE[0] <= mean <= PAPER_SCORE_RANGE[1]) or not (
+            PAPER_STD_RANGE[0] <= std <= PAPER_STD_RANGE[1]
+        ):
+            raise PaperDataError(f"{p}: scores[{name!r}] = {entry} is out of the plausible range")
+        scores[name] = {"mean": mean, "std": std}
+    return doc
+
+
+def paper_score(paper: dict[str, Any], dataset: str) -> dict[str, float] | None:
+    """The paper's {"mean", "std"} for `dataset` (e.g. halfcheetah-medium-v2), None if absent."""
+    entry = paper["scores"].get(dataset)
+    return dict(entry) if entry is not None else None
 
 
 @dataclass
@@ -118,8 +171,9 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
 
 
-def to_markdown(stats: Sequence[GroupStats]) -> str:
-    """A markdown table with a one-line note on the score and the std convention."""
+def to_markdown(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> str:
+    """A markdown table with a one-line note on the score and the std convention; with `paper`
+    (load_paper()), a "paper RAVL" column ("—" where the paper has no number) and its source."""
     header = [
         "dataset",
         "config",
@@ -129,6 +183,8 @@ def to_markdown(stats: Sequence[GroupStats]) -> str:
         "updates (mean)",
         "wall time (mean)",
     ]
+    if paper is not None:
+        header.insert(5, "paper RAVL")
     rows = []
     for s in stats:
         seeds = str(s.n_runs)
@@ -146,9 +202,14 @@ def to_markdown(stats: Sequence[GroupStats]) -> str:
                 format_duration(s.wall_time_s_mean),
             ]
         )
+        if paper is not None:
+            ps = paper_score(paper, s.dataset)
+            rows[-1].insert(5, "—" if ps is None else f"{ps['mean']:.1f} ± {ps['std']:.1f}")
     lines = [SCORE_NOTE, ""]
+    if paper is not None:
+        lines[1:1] = [_paper_note(paper)]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|")
+    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -169,12 +230,25 @@ CSV_COLUMNS = [
 ]
 
 
-def to_csv(stats: Sequence[GroupStats]) -> str:
-    """CSV, one row per group. The std columns are named for their convention (ddof=0)."""
+def _paper_note(paper: dict[str, Any]) -> str:
+    src = paper["source"]
+    return (
+        f"Paper RAVL: {src['paper']} ({src['version']}), {src['table']}, {src['units']}, "
+        f"{src['seeds']}."
+    )
+
+
+def to_csv(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> str:
+    """CSV, one row per group. The std columns are named for their convention (ddof=0). With
+    `paper`, two more columns: paper_ravl_mean, paper_ravl_std (empty where the paper has none)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(CSV_COLUMNS + (["paper_ravl_mean", "paper_ravl_std"] if paper is not None else []))
     for s in stats:
+        extra: list[str] = []
+        if paper is not None:
+            ps = paper_score(paper, s.dataset)
+            extra = ["", ""] if ps is None else [repr(ps["mean"]), repr(ps["std"])]
         w.writerow(
             [
                 s.dataset,
@@ -186,6 +260,7 @@ def to_csv(stats: Sequence[GroupStats]) -> str:
                 *("" if v is None else repr(float(v)) for v in _score_values(s)),
                 repr(float(s.updates_mean)),
                 "" if s.wall_time_s_mean is None else repr(float(s.wall_time_s_mean)),
+                *extra,
             ]
         )
     return buf.getvalue()
@@ -195,22 +270,27 @@ def _score_values(s: GroupStats) -> list[float | None]:
     return [s.last_score_mean, s.last_score_std, s.best_score_mean, s.best_score_std]
 
 
-def to_json(stats: Sequence[GroupStats]) -> str:
-    """JSON: {"score": ..., "std": ..., "groups": [GroupStats as an object, ...]}."""
-    doc = {
+def to_json(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> str:
+    """JSON: {"score": ..., "std": ..., "groups": [GroupStats as an object, ...]}. With `paper`,
+    also "paper_source" and per group "paper_ravl": {"mean", "std"} or null."""
+    doc: dict[str, Any] = {
         "score": "D4RL normalised score, 100 * (return - random) / (expert - random)",
         "std": STD_NAME,
         "groups": [asdict(s) for s in stats],
     }
+    if paper is not None:
+        doc["paper_source"] = paper["source"]
+        for g, s in zip(doc["groups"], stats, strict=True):
+            g["paper_ravl"] = paper_score(paper, s.dataset)
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
-def render(stats: Sequence[GroupStats], fmt: str) -> str:
-    """The report in `fmt` (one of FORMATS)."""
+def render(stats: Sequence[GroupStats], fmt: str, paper: dict[str, Any] | None = None) -> str:
+    """The report in `fmt` (one of FORMATS), with the paper's column when `paper` is given."""
     if fmt == "markdown":
-        return to_markdown(stats)
+        return to_markdown(stats, paper)
     if fmt == "csv":
-        return to_csv(stats)
+        return to_csv(stats, paper)
     if fmt == "json":
-        return to_json(stats)
+        return to_json(stats, paper)
     raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
