@@ -45,7 +45,7 @@ test-py: $(STAMP)
 
 # Every Triton kernel launch, compiled for sm_80 and sm_90 on this CPU with Triton's bundled ptxas
 # (no GPU needed): fails on a compile error, a register spill, shared memory over the limit or an
-# FMA dot where TF32 was asked for (about 3-4 min on 2 cores). Table: docs/results/compile_check.md.
+# FMA dot where TF32 was asked for (1-4 min on 2 cores). Table: docs/results/compile_check.md.
 compile-check: $(STAMP)
 	mkdir -p build && $(PY) -m eor.kernels.compile_check --jobs $(JOBS) --json build/compile_check.json
 
