@@ -100,7 +100,10 @@ def test_step_equals_env_step_from_the_same_state(
     obs = np.concatenate([qpos[:, 1:], qvel], axis=1)  # the unclipped state
     next_obs, reward, done = sim.step_numpy(obs, act)
     np.testing.assert_array_equal(next_obs, np.array(expected_obs))
-    np.testing.assert_array_equal(reward, np.array(expected_rew))
+    # The reward is bit for bit with today's gymnasium/mujoco; at the floor versions
+    # (gymnasium 1.1, mujoco 3.2.7) it differs in the last bits (measured: at most 1.8e-10
+    # absolute, 3e-9 relative), so the check allows 1e-8 relative.
+    np.testing.assert_allclose(reward, np.array(expected_rew), rtol=1e-8, atol=1e-9)
     np.testing.assert_array_equal(done, np.array(expected_done))
     if name != "halfcheetah":  # the sample has both outcomes, and clipped velocities
         assert 0 < done.sum() < len(done)
