@@ -101,9 +101,10 @@ def test_step_equals_env_step_from_the_same_state(
     next_obs, reward, done = sim.step_numpy(obs, act)
     np.testing.assert_array_equal(next_obs, np.array(expected_obs))
     # The reward is bit for bit with today's gymnasium/mujoco; at the floor versions
-    # (gymnasium 1.1, mujoco 3.2.7) it differs in the last bits (measured: at most 1.8e-10
-    # absolute, 3e-9 relative), so the check allows 1e-8 relative.
-    np.testing.assert_allclose(reward, np.array(expected_rew), rtol=1e-8, atol=1e-9)
+    # (gymnasium 1.1, mujoco 3.2.7) it differs at float32 rounding (measured: up to 1.8e-8
+    # absolute, 3e-7 relative on halfcheetah, whose control cost the old env sums in float32),
+    # so the check allows 1e-6 relative: far below any error of the formula.
+    np.testing.assert_allclose(reward, np.array(expected_rew), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(done, np.array(expected_done))
     if name != "halfcheetah":  # the sample has both outcomes, and clipped velocities
         assert 0 < done.sum() < len(done)
