@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eor.agent.ravl import BATCH_KEYS, RAVL
+from eor.agent.ravl import BATCH_KEYS, RAVL, batch_items
 
 __all__ = ["GraphedUpdate"]
 
@@ -265,17 +265,7 @@ class GraphedUpdate:
     # ------------------------------------------------------------------------------- input
     def _copy_in(self, batch: Mapping[str, Any] | Sequence[Any]) -> None:
         """Check every entry against its static tensor, then copy them all in."""
-        if isinstance(batch, Mapping):
-            missing = [k for k in BATCH_KEYS if k not in batch]
-            if missing:
-                raise ValueError(f"batch is missing {missing}; expected keys {list(BATCH_KEYS)}")
-            items = [batch[k] for k in BATCH_KEYS]
-        else:
-            items = list(batch)
-            if len(items) != len(BATCH_KEYS):
-                raise ValueError(
-                    f"batch must hold {len(BATCH_KEYS)} arrays {list(BATCH_KEYS)}, got {len(items)}"
-                )
+        items = batch_items(batch)
         sources = []
         for key, item in zip(BATCH_KEYS, items, strict=True):
             dst = self.static[key]

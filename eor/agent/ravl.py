@@ -66,6 +66,22 @@ LOSS_KEYS: tuple[str, ...] = ("alpha_loss", "critic_loss", "actor_loss")
 BATCH_KEYS: tuple[str, ...] = ("obs", "act", "rew", "next_obs", "done")
 
 
+def batch_items(batch: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
+    """The five entries of a batch in `BATCH_KEYS` order, from a mapping with those keys or a
+    sequence of five; ValueError naming what is missing otherwise."""
+    if isinstance(batch, Mapping):
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise ValueError(f"batch is missing {missing}; expected keys {list(BATCH_KEYS)}")
+        return [batch[k] for k in BATCH_KEYS]
+    items = list(batch)
+    if len(items) != len(BATCH_KEYS):
+        raise ValueError(
+            f"batch must hold {len(BATCH_KEYS)} arrays {list(BATCH_KEYS)}, got {len(items)}"
+        )
+    return items
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss of a RAVL update was NaN or infinite.
 
@@ -506,17 +522,7 @@ class RAVL:
             self._raise_if_bad([0.0], {})
 
     def _batch_tensors(self, batch: Mapping[str, Any] | Sequence[Any]) -> list[Tensor]:
-        if isinstance(batch, Mapping):
-            missing = [k for k in BATCH_KEYS if k not in batch]
-            if missing:
-                raise ValueError(f"batch is missing {missing}; expected keys {list(BATCH_KEYS)}")
-            items = [batch[k] for k in BATCH_KEYS]
-        else:
-            items = list(batch)
-            if len(items) != len(BATCH_KEYS):
-                raise ValueError(
-                    f"batch must hold {len(BATCH_KEYS)} arrays {list(BATCH_KEYS)}, got {len(items)}"
-                )
+        items = batch_items(batch)
         out = [
             torch.as_tensor(x).to(device=self.device, dtype=self.dtype, non_blocking=True)
             for x in items
