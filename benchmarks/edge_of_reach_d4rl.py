@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import git_sha, machine_info  # noqa: E402
+from eor.data.sources import eor_path  # noqa: E402
 
 METHODS = {
     "base": ["--eta", "0", "--num_critics", "2"],
@@ -64,21 +65,6 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
-def _store_path(dataset: str, env: dict[str, str]) -> Path:
-    """Where `eor collect` writes `dataset` in the store that `env` names."""
-    from eor.data.sources import eor_path
-
-    before = os.environ.get("EOR_DATA_DIR")
-    os.environ["EOR_DATA_DIR"] = env["EOR_DATA_DIR"]
-    try:
-        return eor_path(dataset)
-    finally:
-        if before is None:
-            del os.environ["EOR_DATA_DIR"]
-        else:
-            os.environ["EOR_DATA_DIR"] = before
-
-
 def _expert_value(env_name: str) -> float:
     """An expert's discounted value: its D4RL reference return per step (1000-step episodes)
     over 1 − γ; no policy of the benchmark does much better."""
@@ -90,7 +76,7 @@ def _expert_value(env_name: str) -> float:
 def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     out = args.out / env_name
     dataset = f"{env_name}-{args.dataset_kind}-v2"
-    data_file = _store_path(dataset, env)
+    data_file = eor_path(dataset)  # where `eor collect` writes it, in $EOR_DATA_DIR
     log = out / "commands.log"
     if not data_file.exists():
         if args.dataset_kind != "random":
@@ -224,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         args.eval_every, args.eval_episodes, args.log_every = 1, 1, 50
     env_names = [e.strip() for e in args.envs.split(",") if e.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
+    # One store for this process (eor_path) and the eor commands it runs.
+    os.environ.setdefault("EOR_DATA_DIR", str(args.out / "data"))
     env = dict(os.environ)
-    env.setdefault("EOR_DATA_DIR", str(args.out / "data"))
     start = time.perf_counter()
     meta: dict[str, dict[str, Any]] = {}
     for env_name in env_names:

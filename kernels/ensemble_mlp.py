@@ -277,8 +277,8 @@ def _ensemble_mlp_fwd_kernel(
                 y_ptrs = Y_ptr + base + rows[:, None] * n_out + offs_o[None, :]
                 y_mask = mask_m[:, None] & (offs_o < n_out)[None, :]
                 if MODE == 1:
-                    # Running min over members: the same threads wrote this tile for the
-                    # previous member (same layout), so no barrier is needed.
+                    # Running min over members: the previous member's store of this tile
+                    # is visible through the barrier that ends its iteration.
                     if m > 0:
                         out = tl.minimum(out, tl.load(y_ptrs, mask=y_mask, other=0.0))
                 tl.store(y_ptrs, out.to(Y_ptr.dtype.element_ty), mask=y_mask)

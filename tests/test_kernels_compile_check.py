@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -74,8 +75,14 @@ def test_launch_rejects_a_wrong_argument_count() -> None:
         launch.launch(kernels._ensemble_linear_fwd_kernel, (1,), (1, 2), {"ACTIVATION": 0})
 
 
+@functools.cache
+def _collected() -> tuple[compile_check.Launch, ...]:
+    """The launches of the realistic shapes (a second or two to collect: once per module)."""
+    return tuple(compile_check.collect_launches())
+
+
 def test_collected_launches_cover_every_kernel_and_policy() -> None:
-    launches = compile_check.collect_launches()
+    launches = _collected()
     kernels = {x.recorded.kernel for x in launches}
     assert kernels == {
         "_ensemble_linear_fwd_kernel",
@@ -104,7 +111,7 @@ def test_collected_launches_cover_every_kernel_and_policy() -> None:
 
 
 def _launch_of(kernel: str, **constexprs: object) -> compile_check.Launch:
-    for x in compile_check.collect_launches():
+    for x in _collected():
         c = dict(x.recorded.constexprs)
         if x.recorded.kernel == kernel and all(c.get(k) == v for k, v in constexprs.items()):
             return x
