@@ -241,6 +241,45 @@ def _run(
     return out
 
 
+def provenance_attrs(name: str, spec: EnvSpec, seed: int) -> dict[str, Any]:
+    """The attributes every dataset eor writes carries: its name, the env and versions it was
+    made with, the seed, the episode limit, when, and the format."""
+    import gymnasium
+    import mujoco
+
+    import eor
+
+    return {
+        "dataset": name,
+        "env_name": spec.name,
+        "env_id": spec.gym_id,
+        "env_version": spec.gym_version,
+        "env_kwargs": json.dumps(spec.gym_kwargs),
+        "gymnasium_version": gymnasium.__version__,
+        "mujoco_version": mujoco.__version__,
+        "eor_version": eor.__version__,
+        "seed": int(seed),
+        "max_episode_steps": MAX_EPISODE_STEPS,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "format": "d4rl",
+    }
+
+
+def write_hdf5_atomic(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """`_write_hdf5` to a temporary file beside `path`, renamed over it when complete: an
+    interrupted write leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _write_hdf5(tmp, arrays, attrs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_hdf5(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     import h5py
 
@@ -325,44 +364,17 @@ def collect(
     arrays = _run(spec, steps, seed, policy_fn, float(noise), num_envs, progress)
     elapsed = time.perf_counter() - t0
 
-    import gymnasium
-    import mujoco
-
-    import eor
-
     attrs = {
-        "dataset": name,
-        "env_name": spec.name,
-        "env_id": spec.gym_id,
-        "env_version": spec.gym_version,
-        "env_kwargs": json.dumps(spec.gym_kwargs),
-        "gymnasium_version": gymnasium.__version__,
-        "mujoco_version": mujoco.__version__,
-        "eor_version": eor.__version__,
+        **provenance_attrs(name, spec, seed),
         "policy": policy_desc,
         # The policy saw zeroed contact forces (its run's recorded decision); the data has real ones.
         "policy_zero_contact_forces": bool(policy_zero_cf),
         "noise": float(noise),
         "deterministic": bool(deterministic or noise > 0) if policy is not None else False,
-        "seed": int(seed),
         "steps": int(steps),
         "num_envs": int(num_envs),
-        "max_episode_steps": MAX_EPISODE_STEPS,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "format": "d4rl",
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_hdf5(tmp, arrays, attrs)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_hdf5_atomic(out_path, arrays, attrs)
     logger.info(
         "collected %d steps of %s (%s) in %.1f s (%.0f steps/s) -> %s",
         steps,

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from eor.envs import DATASET_KINDS, EnvSpec, dataset_name, get_env, parse_dataset_name
 
 from . import sources
+from .collector import provenance_attrs, write_hdf5_atomic
 
 D4RL_STEPS = 1_000_000
 """Rows of D4RL's random, medium and expert datasets (medium-expert has both: 2M)."""
@@ -215,43 +215,6 @@ def _read_attrs(path: Path) -> dict[str, Any]:
 
     with h5py.File(path, "r") as f:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-
-
-def _base_attrs(name: str, spec: EnvSpec, seed: int) -> dict[str, Any]:
-    import gymnasium
-    import mujoco
-
-    import eor
-
-    return {
-        "dataset": name,
-        "env_name": spec.name,
-        "env_id": spec.gym_id,
-        "env_version": spec.gym_version,
-        "env_kwargs": json.dumps(spec.gym_kwargs),
-        "gymnasium_version": gymnasium.__version__,
-        "mujoco_version": mujoco.__version__,
-        "eor_version": eor.__version__,
-        "seed": int(seed),
-        "max_episode_steps": 1000,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "format": "d4rl",
-    }
-
-
-def _write_atomic(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    from eor.data.collector import _write_hdf5
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_hdf5(tmp, arrays, attrs)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _add_attrs(path: Path, attrs: dict[str, Any]) -> None:
@@ -439,13 +402,13 @@ class _Recipe:
         arrays["timeouts"] = arrays["timeouts"].reshape(-1) & ~arrays["terminals"]
         n = len(arrays["rewards"])
         attrs = {
-            **_base_attrs(name, self.spec, self.seed),
+            **provenance_attrs(name, self.spec, self.seed),
             "policy": f"replay:{self.sac()}",
             "steps": n,
             **extra,
         }
         self.log(f"{name}: {n} transitions of the SAC replay buffer -> {path}")
-        _write_atomic(path, arrays, attrs)
+        write_hdf5_atomic(path, arrays, attrs)
 
     def _concatenate(self, kind: str, name: str, path: Path) -> None:
         parts = [sources.eor_path(dataset_name(self.env, p)) for p in REQUIRES[kind]]
@@ -459,7 +422,7 @@ class _Recipe:
         medium, expert = self.snapshots()
         m, e = self.policy_attrs(medium), self.policy_attrs(expert)
         attrs = {
-            **_base_attrs(name, self.spec, self.seed),
+            **provenance_attrs(name, self.spec, self.seed),
             "policy": "; ".join(
                 f"{p}: {_read_attrs(f).get('policy')}"
                 for p, f in zip(REQUIRES[kind], parts, strict=True)
@@ -472,7 +435,7 @@ class _Recipe:
             "policy_return": f"medium: {m['policy_return']:.2f}; expert: {e['policy_return']:.2f}",
         }
         self.log(f"{name}: concatenating {', '.join(str(p) for p in parts)} -> {path}")
-        _write_atomic(path, arrays, attrs)
+        write_hdf5_atomic(path, arrays, attrs)
 
 
 RECIPE_TEXT = {
