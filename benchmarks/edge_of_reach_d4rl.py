@@ -45,6 +45,7 @@ METHODS = {
     "ravl": [],  # the defaults of docs/algorithm.md §3 (N = 10, η = 1)
 }
 MODELS = ("true", "learned")
+RUNS = tuple(f"{method}-{model}" for model in MODELS for method in METHODS)
 GAMMA = 0.99
 
 
@@ -84,32 +85,34 @@ def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
         _run([*_eor(), "collect", dataset, "--steps", str(args.steps), "--seed", str(args.seed),
               "--quiet"], env, log)  # fmt: skip
     model_dir = out / "model"
-    if not (model_dir / "config.json").exists():
+    runs = [r for r in RUNS if r in args.runs]
+    if any(r.endswith("-learned") for r in runs) and not (model_dir / "config.json").exists():
         shutil.rmtree(model_dir, ignore_errors=True)
         _run([*_eor(), "train-model", "--env_name", dataset, "--seed", str(args.seed),
               "--save_path", str(model_dir), "--max_epochs", str(args.model_epochs)], env, log)  # fmt: skip
     epochs = math.ceil(args.updates / args.updates_per_epoch)
     # The true dynamics first (the paper's point), then the learned model.
-    for model in MODELS:
-        for method, method_args in METHODS.items():
-            run_dir = out / f"{method}-{model}"
-            if (run_dir / "summary.json").exists():
-                summary = json.loads((run_dir / "summary.json").read_text())
-                if summary.get("total_updates", 0) >= epochs * args.updates_per_epoch:
-                    continue
-            if (run_dir / "config.json").exists():
-                cmd = [*_eor(), "train-agent", "--resume", str(run_dir), "--epochs", str(epochs)]
-            else:
-                source = (
-                    ["--true_dynamics"] if model == "true" else ["--load_model_dir", str(model_dir)]
-                )
-                cmd = [*_eor(), "train-agent", "--env_name", dataset, "--seed", str(args.seed),
-                       *source, *method_args, "--run_dir", str(run_dir), "--epochs", str(epochs),
-                       "--updates_per_epoch", str(args.updates_per_epoch),
-                       "--rollouts_per_epoch", str(args.rollouts_per_epoch),
-                       "--eval_every", str(args.eval_every), "--eval_episodes", str(args.eval_episodes),
-                       "--log_every", str(args.log_every)]  # fmt: skip
-            _run([*cmd, "--quiet"], env, log)
+    for name in runs:
+        method, model = name.split("-")
+        method_args = METHODS[method]
+        run_dir = out / name
+        if (run_dir / "summary.json").exists():
+            summary = json.loads((run_dir / "summary.json").read_text())
+            if summary.get("total_updates", 0) >= epochs * args.updates_per_epoch:
+                continue
+        if (run_dir / "config.json").exists():
+            cmd = [*_eor(), "train-agent", "--resume", str(run_dir), "--epochs", str(epochs)]
+        else:
+            source = (
+                ["--true_dynamics"] if model == "true" else ["--load_model_dir", str(model_dir)]
+            )
+            cmd = [*_eor(), "train-agent", "--env_name", dataset, "--seed", str(args.seed),
+                   *source, *method_args, "--run_dir", str(run_dir), "--epochs", str(epochs),
+                   "--updates_per_epoch", str(args.updates_per_epoch),
+                   "--rollouts_per_epoch", str(args.rollouts_per_epoch),
+                   "--eval_every", str(args.eval_every), "--eval_episodes", str(args.eval_episodes),
+                   "--log_every", str(args.log_every)]  # fmt: skip
+        _run([*cmd, "--quiet"], env, log)
     return {"dataset": dataset, "expert_value": _expert_value(env_name)}
 
 
@@ -201,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval_episodes", type=int, default=5)
     p.add_argument("--log_every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--runs",
+        default=",".join(RUNS),
+        help="which runs, comma-separated (two processes can share the work: one takes the "
+        "true-dynamics pair, the other the learned-model pair)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, minutes")
     p.add_argument("--plot_only", action="store_true", help="redraw from existing runs")
     args = p.parse_args(argv)
@@ -209,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         args.updates_per_epoch, args.rollouts_per_epoch = 100, 500
         args.eval_every, args.eval_episodes, args.log_every = 1, 1, 50
     env_names = [e.strip() for e in args.envs.split(",") if e.strip()]
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = sorted(set(args.runs) - set(RUNS))
+    if unknown:
+        p.error(f"--runs: unknown {', '.join(unknown)}; expected some of {', '.join(RUNS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     # One store for this process (eor_path) and the eor commands it runs.
     os.environ.setdefault("EOR_DATA_DIR", str(args.out / "data"))
