@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -315,8 +316,10 @@ def test_ray_sweep_runs_the_grid(ray_store: Path, tmp_path: Path) -> None:
     from eor.sweep.ray_runner import run_ray
 
     spec = load_spec(_write(tmp_path, TINY))
-    lines: list[str] = []
-    status = run_ray(spec, tmp_path / "s", echo=lines.append, poll_s=0.5)
+    log = io.StringIO()
+    status = run_ray(spec, tmp_path / "s", out=log, poll_s=0.5)
+    lines = log.getvalue().splitlines()
+    assert "\x1b" not in log.getvalue()  # not a terminal: appended, no cursor moves
     assert set(status.values()) == {"done"} and len(status) == 12, lines
     assert lines[-1] == "12 done, 0 failed, 0 skipped"
     assert "pending 0  running 0  done 12  failed 0  skipped 0" in lines[-2]
@@ -325,7 +328,7 @@ def test_ray_sweep_runs_the_grid(ray_store: Path, tmp_path: Path) -> None:
             summary = json.loads((tmp_path / "s" / trial.name / "summary.json").read_text())
             assert summary["status"] == "completed" and summary["total_updates"] == 5
     # Nothing left to do: a rerun finishes at once.
-    assert set(run_ray(spec, tmp_path / "s", echo=lines.append).values()) == {"done"}
+    assert set(run_ray(spec, tmp_path / "s", out=io.StringIO()).values()) == {"done"}
 
 
 KILL = TINY.replace(
@@ -365,11 +368,11 @@ def test_killed_trial_is_resumed_bit_for_bit(ray_store: Path, tmp_path: Path) ->
 
     thread = threading.Thread(target=killer)
     thread.start()
-    lines: list[str] = []
-    status = run_ray(spec, out, max_retries=2, echo=lines.append, poll_s=0.5)
+    log = io.StringIO()
+    status = run_ray(spec, out, max_retries=2, out=log, poll_s=0.5)
     thread.join()
     assert killed == [True], "the trial finished before it could be killed"
-    assert set(status.values()) == {"done"}, lines
+    assert set(status.values()) == {"done"}, log.getvalue()
 
     # The same trial, uninterrupted, on the same model.
     ref = tmp_path / "ref"

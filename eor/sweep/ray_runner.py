@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import click
-
+from eor.sweep.live import LiveTable
 from eor.sweep.local import progress_of, run_trial, trial_state
 from eor.sweep.spec import SweepSpec, Trial
 
@@ -44,11 +42,12 @@ def run_ray(
     *,
     address: str | None = None,
     max_retries: int = 0,
-    echo: Callable[[str], Any] = click.echo,
+    out: TextIO | None = None,
     poll_s: float = 5.0,
 ) -> dict[str, str]:
     """Run every trial as a Ray task; returns trial name -> "done" / "failed" / "skipped".
-    Uses the Ray session already started in this process if there is one."""
+    Uses the Ray session already started in this process if there is one. Progress goes to
+    `out` (default stdout) as a LiveTable: redrawn in place on a terminal."""
     import ray
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -78,7 +77,7 @@ def run_ray(
         refs[trial.name] = remote.remote(trial, spec, str(sweep_dir), dep)
     status: dict[str, str] = {n: "done" for n, r in refs.items() if isinstance(r, str)}
     pending = {r: n for n, r in refs.items() if not isinstance(r, str)}
-    shown = ""
+    live = LiveTable(out)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
         for ref in ready:
@@ -87,13 +86,11 @@ def run_ray(
                 status[name] = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a failed trial, reported, not raised
                 status[name] = "failed"
-                echo(f"failed  {name}: {type(exc).__name__}: {str(exc).splitlines()[-1][:200]}")
-        table = progress_table(trials, status, sweep_dir)
-        if table != shown:
-            echo(table)
-            shown = table
+                reason = str(exc).splitlines()[-1][:200]
+                live.note(f"failed  {name}: {type(exc).__name__}: {reason}")
+        live.show(progress_table(trials, status, sweep_dir))
     counts = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "skipped")}
-    echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    live.end(", ".join(f"{n} {s}" for s, n in counts.items()))
     return status
 
 
