@@ -74,10 +74,20 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option(
     "--paper",
     is_flag=True,
-    help="Add the paper's RAVL score (mean ± std over seeds) per dataset, from the data file "
-    "eor/results/paper_ravl.json (docs/algorithm.md §5); '—' where the paper has none.",
+    help="Add the paper's RAVL score per dataset, from the packaged data file "
+    "eor/results/paper_ravl.json (docs/algorithm.md §5): the means as eor's spec transcribes "
+    "them, not yet checked against the paper's table, so shown as '≈78.7'; '—' where there is "
+    "none.",
 )
-def report(run_dirs: tuple[Path, ...], fmt: str, paper: bool) -> None:
+@click.option(
+    "--paper_file",
+    "--paper-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Like --paper, from this file of the same form (e.g. the table copied exactly from "
+    "the paper, with 'checked': true).",
+)
+def report(run_dirs: tuple[Path, ...], fmt: str, paper: bool, paper_file: Path | None) -> None:
     """Tabulate runs grouped by dataset and config.
 
     Each RUN_DIR is a run directory written by `eor train-agent`, or a directory with run
@@ -93,8 +103,8 @@ def report(run_dirs: tuple[Path, ...], fmt: str, paper: bool) -> None:
     from eor.results.report import PaperDataError, load_paper, render, summarise
 
     try:
-        paper_doc = load_paper() if paper else None
+        paper_doc = load_paper(paper_file) if (paper or paper_file) else None
     except PaperDataError as exc:
-        raise click.UsageError(f"--paper: {exc}") from None
+        raise click.UsageError(f"{'--paper_file' if paper_file else '--paper'}: {exc}") from None
     _, groups = _load_groups(run_dirs)
     click.echo(render(summarise(groups), fmt, paper_doc), nl=False)

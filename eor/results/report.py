@@ -31,8 +31,11 @@ SCORE_NOTE = (
 FORMATS = ("markdown", "csv", "json")
 
 # The paper's RAVL scores for `eor report --paper` (docs/algorithm.md §5): {"source": {...},
-# "scores": {dataset name: {"mean": float, "std": float}}}. Only numbers copied from the paper's
-# table belong here; without the file, --paper fails rather than show anything else.
+# "scores": {dataset name: {"mean": float, "std": float or null}}}. `source.checked` says whether
+# the numbers were checked against the paper's table; the packaged file's were not (they are the
+# means as the project's spec transcribes them, without stds), and every table that shows them
+# says so. `eor report --paper_file F` uses another file of the same form (e.g. one copied
+# exactly from the paper).
 PAPER_FILE = Path(__file__).with_name("paper_ravl.json")
 PAPER_SOURCE_FIELDS = ("paper", "version", "table", "caption", "units", "seeds")
 PAPER_SCORE_RANGE = (-20.0, 200.0)  # plausible D4RL normalised scores
@@ -43,14 +46,18 @@ class PaperDataError(ValueError):
     """The paper's data file is missing or malformed."""
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load_paper(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check the paper's scores (PAPER_FILE by default); PaperDataError if bad."""
     p = Path(path) if path is not None else PAPER_FILE
     if not p.is_file():
         raise PaperDataError(
-            f"the paper's RAVL scores are missing: no data file {p}. It must hold the D4RL "
-            "MuJoCo table of arXiv 2402.12527v2 (docs/algorithm.md §5), copied exactly; "
-            "until it is added, --paper is unavailable."
+            f"no data file {p}. It holds the paper's RAVL scores: "
+            '{"source": {...}, "scores": {"halfcheetah-medium-v2": {"mean": ..., "std": ...}, ...}} '
+            "(docs/algorithm.md §5)."
         )
     try:
         doc = json.loads(p.read_text())
@@ -63,24 +70,45 @@ def load_paper(path: str | Path | None = None) -> dict[str, Any]:
     missing = [f for f in PAPER_SOURCE_FIELDS if not source.get(f)]
     if missing:
         raise PaperDataError(f"{p}: 'source' lacks {', '.join(missing)}")
+    if not isinstance(source.get("checked"), bool):
+        raise PaperDataError(
+            f"{p}: 'source' needs 'checked': true or false (were the numbers checked against "
+            "the paper's table?)"
+        )
     for name, entry in scores.items():
         ok = isinstance(entry, dict) and set(entry) == {"mean", "std"}
-        vals = [entry.get(k) for k in ("mean", "std")] if ok else []
-        if not ok or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            raise PaperDataError(f"{p}: scores[{name!r}] must be {{'mean': number, 'std': number}}")
-        mean, std = float(vals[0]), float(vals[1])
+        if (
+            not ok
+            or not _number(entry["mean"])
+            or not (entry["std"] is None or _number(entry["std"]))
+        ):
+            raise PaperDataError(
+                f"{p}: scores[{name!r}] must be {{'mean': number, 'std': number or null}}"
+            )
+        mean = float(entry["mean"])
+        std = None if entry["std"] is None else float(entry["std"])
         if not (PAPER_SCORE_RANGE[0] <= mean <= PAPER_SCORE_RANGE[1]) or not (
-            PAPER_STD_RANGE[0] <= std <= PAPER_STD_RANGE[1]
+            std is None or PAPER_STD_RANGE[0] <= std <= PAPER_STD_RANGE[1]
         ):
             raise PaperDataError(f"{p}: scores[{name!r}] = {entry} is out of the plausible range")
         scores[name] = {"mean": mean, "std": std}
     return doc
 
 
-def paper_score(paper: dict[str, Any], dataset: str) -> dict[str, float] | None:
-    """The paper's {"mean", "std"} for `dataset` (e.g. halfcheetah-medium-v2), None if absent."""
+def paper_score(paper: dict[str, Any], dataset: str) -> dict[str, float | None] | None:
+    """The paper's {"mean", "std"} for `dataset` (e.g. halfcheetah-medium-v2), None if absent;
+    "std" is None where the file has none."""
     entry = paper["scores"].get(dataset)
     return dict(entry) if entry is not None else None
+
+
+def _fmt_paper(paper: dict[str, Any], dataset: str) -> str:
+    """The markdown cell: "78.7 ± 2.0", "78.7" without a std, "≈78.7" when not checked."""
+    ps = paper_score(paper, dataset)
+    if ps is None:
+        return "—"
+    cell = f"{ps['mean']:.1f}" if ps["std"] is None else f"{ps['mean']:.1f} ± {ps['std']:.1f}"
+    return cell if paper["source"]["checked"] else "≈" + cell
 
 
 @dataclass
@@ -203,8 +231,7 @@ def to_markdown(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None
             ]
         )
         if paper is not None:
-            ps = paper_score(paper, s.dataset)
-            rows[-1].insert(5, "—" if ps is None else f"{ps['mean']:.1f} ± {ps['std']:.1f}")
+            rows[-1].insert(5, _fmt_paper(paper, s.dataset))
     lines = [SCORE_NOTE, ""]
     if paper is not None:
         lines[1:1] = [_paper_note(paper)]
@@ -232,15 +259,18 @@ CSV_COLUMNS = [
 
 def _paper_note(paper: dict[str, Any]) -> str:
     src = paper["source"]
-    return (
+    note = (
         f"Paper RAVL: {src['paper']} ({src['version']}), {src['table']}, {src['units']}, "
         f"{src['seeds']}."
     )
+    if not src["checked"]:
+        note += " ≈: not checked against the paper's table."
+    return note
 
 
 def to_csv(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> str:
     """CSV, one row per group. The std columns are named for their convention (ddof=0). With
-    `paper`, two more columns: paper_ravl_mean, paper_ravl_std (empty where the paper has none)."""
+    `paper`, two more columns: paper_ravl_mean, paper_ravl_std (empty where the file has none)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS + (["paper_ravl_mean", "paper_ravl_std"] if paper is not None else []))
@@ -248,7 +278,7 @@ def to_csv(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> 
         extra: list[str] = []
         if paper is not None:
             ps = paper_score(paper, s.dataset)
-            extra = ["", ""] if ps is None else [repr(ps["mean"]), repr(ps["std"])]
+            extra = ["", ""] if ps is None else [repr(ps["mean"]), _repr_or_empty(ps["std"])]
         w.writerow(
             [
                 s.dataset,
@@ -264,6 +294,10 @@ def to_csv(stats: Sequence[GroupStats], paper: dict[str, Any] | None = None) -> 
             ]
         )
     return buf.getvalue()
+
+
+def _repr_or_empty(v: float | None) -> str:
+    return "" if v is None else repr(v)
 
 
 def _score_values(s: GroupStats) -> list[float | None]:
