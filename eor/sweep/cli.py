@@ -57,7 +57,9 @@ def sweep(
     by the agent trials that need it. Each trial is a Ray task with the spec's [resources]
     (a local Ray, or the cluster at --address); --local runs them one after another in this
     process instead. Rerunning skips finished trials and resumes interrupted ones; a failed
-    or killed trial is rerun (resumed) up to --max_retries times.
+    or killed trial is rerun (resumed) up to --max_retries times. While the trials run, a
+    table of them (pending, running, done, failed; each running trial's epoch and latest
+    score) is redrawn in place on a terminal, and written again on change in a log.
     """
     from eor.sweep.local import run_local, trial_state
     from eor.sweep.spec import SpecError, load_spec
@@ -97,5 +99,7 @@ def sweep(
         from eor.sweep.ray_runner import run_ray
 
         status = run_ray(spec, sweep_dir, address=address, max_retries=max_retries)
+        if any(s != "done" for s in status.values()):
+            click.echo(f"rerun to retry: eor sweep {spec.path} --sweep_dir {sweep_dir}", err=True)
     if any(s != "done" for s in status.values()):
         raise SystemExit(1)
