@@ -356,13 +356,14 @@ def test_cli_makes_random_data(store: Path) -> None:
         (["hopper-medium-v2", "--sac", "seed=3"], "--sac seed"),
         (["hopper-medium-v2", "--sac", "save_policies=False"], "needs the policy snapshots"),
         (["hopper-medium-v2", "--sac", "buffer_size=500"], "whole buffer"),
+        (["hopper-medium-v2", "--sac", "update_after=100"], "update_after must be >="),
         (["hopper-medium-v2", "--medium_fraction", "1.2"], "medium_fraction must be in (0, 1)"),
         (["hopper-medium-v2", "--medium_tolerance", "-1"], "medium_tolerance must be >= 0"),
     ],
 )
 def test_cli_bad_input(store: Path, args: list[str], message: str) -> None:
     result = cli(*args)
-    assert result.exit_code != 0 and message in result.output, result.output
+    assert result.exit_code == 2 and message in result.output, result.output  # bad input: 2
     assert not (store / "recipes").exists()  # refused before any SAC step
 
 

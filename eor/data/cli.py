@@ -423,11 +423,17 @@ def make_dataset(
     <store>/recipes/ENV-sSEED/sac and reused by every kind of that env and seed. Rerun the
     same command after an interruption: it continues where it stopped.
     """
-    from eor.data.recipes import RecipeError, RecipeInterrupted
+    from eor.data.recipes import RecipeError, RecipeInterrupted, check_arguments, sac_config
     from eor.data.recipes import make_dataset as run_recipe
 
     _check_name(name)
     options = dict(_sac_option(s) for s in sac)
+    env, kind = parse_dataset_name(name)
+    try:  # bad input (exit 2), found before anything runs
+        check_arguments(kind, steps, sac_steps, medium_fraction, medium_tolerance)
+        sac_config(env, seed, sac_steps, options)
+    except RecipeError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         path = run_recipe(
             name,

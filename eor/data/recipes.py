@@ -449,6 +449,31 @@ RECIPE_TEXT = {
 }
 
 
+def check_arguments(
+    kind: str,
+    steps: int | None,
+    sac_steps: int,
+    medium_fraction: float,
+    medium_tolerance: float,
+) -> int:
+    """`make_dataset`'s numeric arguments for `kind`; returns the rows to collect (D4RL's when
+    `steps` is None). RecipeError names the bad one."""
+    if steps is not None and kind in REPLAY_KINDS:
+        raise RecipeError(
+            f"steps: {kind} is the SAC replay buffer as it is; --steps applies to random, "
+            "medium, expert and medium-expert"
+        )
+    steps = D4RL_STEPS if steps is None else steps
+    for label, value in (("steps", steps), ("sac_steps", sac_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"{label} must be a positive integer, got {value!r}")
+    if not (isinstance(medium_fraction, (int, float)) and 0 < medium_fraction < 1):
+        raise RecipeError(f"medium_fraction must be in (0, 1), got {medium_fraction!r}")
+    if not (isinstance(medium_tolerance, (int, float)) and medium_tolerance >= 0):
+        raise RecipeError(f"medium_tolerance must be >= 0, got {medium_tolerance!r}")
+    return steps
+
+
 def make_dataset(
     name: str,
     *,
@@ -475,19 +500,7 @@ def make_dataset(
     env, kind = parse_dataset_name(name)
     if kind not in DATASET_KINDS:  # pragma: no cover - parse_dataset_name checks it
         raise RecipeError(f"unknown dataset kind {kind!r}")
-    if steps is not None and kind in REPLAY_KINDS:
-        raise RecipeError(
-            f"steps: {kind} is the SAC replay buffer as it is; --steps applies to random, "
-            "medium, expert and medium-expert"
-        )
-    steps = D4RL_STEPS if steps is None else steps
-    for label, value in (("steps", steps), ("sac_steps", sac_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RecipeError(f"{label} must be a positive integer, got {value!r}")
-    if not (isinstance(medium_fraction, (int, float)) and 0 < medium_fraction < 1):
-        raise RecipeError(f"medium_fraction must be in (0, 1), got {medium_fraction!r}")
-    if not (isinstance(medium_tolerance, (int, float)) and medium_tolerance >= 0):
-        raise RecipeError(f"medium_tolerance must be >= 0, got {medium_tolerance!r}")
+    steps = check_arguments(kind, steps, sac_steps, medium_fraction, medium_tolerance)
     if device == "auto":
         import torch
 
