@@ -1,0 +1,108 @@
+"""SAC learning curves of `eor train-online` runs: evaluated return over env steps.
+
+Reads each run directory's metrics.jsonl (the evaluation records: env_steps, return_mean,
+return_std over the evaluation episodes) and draws one panel per env, one line per run, with
+a band of ± the std over its evaluation episodes. Prints the return at every `--every` env steps
+(the last evaluation at or before each mark) as a markdown table. Works on a run that is still
+going (and on the SAC run of an `eor make-dataset` recipe, `<store>/recipes/ENV-sSEED/sac`).
+
+    python benchmarks/sac_curves.py RUN_DIR [RUN_DIR ...] --out docs/results/sac_online.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def read_evals(run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """(env name, evaluation records in order) of one train-online run."""
+    config = json.loads((run_dir / "config.json").read_text())
+    if "total_steps" not in config:
+        raise SystemExit(f"{run_dir}: not an eor train-online run (config.json has no total_steps)")
+    evals = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if rec.get("kind") == "eval" and "env_steps" in rec:
+            evals.append(rec)
+    return str(config["env_name"]), evals
+
+
+def _name(run_dir: Path) -> str:
+    """A run's short name: its folder and the one above (a recipe's SAC run is ENV-sSEED/sac)."""
+    return f"{run_dir.resolve().parent.name}/{run_dir.name}"
+
+
+def table(runs: dict[Path, tuple[str, list[dict[str, Any]]]], every: int) -> str:
+    last = max((e["env_steps"] for _, evals in runs.values() for e in evals), default=0)
+    marks = list(range(every, last + 1, every))
+    lines = [
+        "| run | " + " | ".join(f"{m // 1000}k" for m in marks) + " |",
+        "|---|" + "---:|" * len(marks),
+    ]
+    for run_dir, (env, evals) in runs.items():
+        cells = []
+        for m in marks:
+            before = [e for e in evals if e["env_steps"] <= m]
+            cells.append(f"{before[-1]['return_mean']:.0f}" if before else "")
+        lines.append(f"| {env} ({_name(run_dir)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[Path, tuple[str, list[dict[str, Any]]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(env for env, _ in runs.values()))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    for col, env in enumerate(envs):
+        ax = axes[0][col]
+        for run_dir, (run_env, evals) in runs.items():
+            if run_env != env or not evals:
+                continue
+            x = [e["env_steps"] for e in evals]
+            y = [e["return_mean"] for e in evals]
+            s = [e.get("return_std", 0.0) for e in evals]
+            (line,) = ax.plot(x, y, label=f"eor SAC ({_name(run_dir)})")
+            lo = [a - b for a, b in zip(y, s, strict=True)]
+            hi = [a + b for a, b in zip(y, s, strict=True)]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{env}: evaluated return (mean ± std over episodes)")
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("run_dirs", type=Path, nargs="+", help="eor train-online run directories")
+    p.add_argument("--out", type=Path, required=True, help="figure file (.png, .pdf, .svg)")
+    p.add_argument("--every", type=int, default=50_000, help="table column spacing, env steps")
+    args = p.parse_args(argv)
+    runs = {}
+    for d in args.run_dirs:
+        if not (d / "metrics.jsonl").is_file() or not (d / "config.json").is_file():
+            p.error(f"{d}: no config.json and metrics.jsonl (not a run directory)")
+        runs[d] = read_evals(d)
+    print(table(runs, args.every))
+    plot(runs, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
