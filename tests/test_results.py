@@ -566,3 +566,12 @@ def test_plot_and_report_of_real_runs(tmp_path: Path) -> None:
     assert code == 0 and out.split() == [str(curves), str(reach)]
     assert_valid_png(curves)
     assert png_size(reach) == (1200, 1100)
+
+
+def test_plot_title_names_sac_for_train_online_runs(tmp_path: Path) -> None:
+    assert plot_mod._title(group_runs(load_runs([ETA1_S0]))).startswith("RAVL learning curves: ")
+    online = tmp_path / "sac"
+    shutil.copytree(ETA1_S0, online)
+    cfg = json.loads((online / "config.json").read_text())
+    (online / "config.json").write_text(json.dumps({**cfg, "total_steps": 1000}))
+    assert plot_mod._title(group_runs(load_runs([online]))).startswith("SAC learning curves: ")

@@ -85,7 +85,9 @@ def _title(groups: Sequence[Group]) -> str:
     names = list(pairs)
     if len(names) > 3:
         names = names[:3] + [f"+{len(pairs) - 3} more"]
-    return "RAVL learning curves: " + "; ".join(names)
+    # eor train-online runs (SAC: RAVL's learner with eta 0) have total_steps in their config.
+    online = all("total_steps" in r.config for g in groups for r in g.runs)
+    return ("SAC" if online else "RAVL") + " learning curves: " + "; ".join(names)
 
 
 def plot_groups(groups: Sequence[Group], out: str | os.PathLike[str]) -> Path:
