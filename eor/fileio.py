@@ -2,7 +2,9 @@
 
 A write goes to a temporary file in the destination's folder, is fsync'd, then `os.replace`d
 onto the destination: a crash or Ctrl-C at any moment leaves either the old file or the new one,
-never a half-written one, and no temporary file behind.
+never a half-written one, and no temporary file behind. The files and folders get the modes
+that open() and mkdir() would give them (`umask_mode`), not tempfile's private 0600 / 0700, so
+that a run directory or dataset on shared storage is readable by the group as usual.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process's umask: what a new file (0o666) or folder (0o777) gets from
+    open() or mkdir(). tempfile's mkstemp and mkdtemp make theirs 0600 and 0700."""
+    mask = os.umask(0)  # the only portable way to read it: set, then put it back
+    os.umask(mask)
+    return mode & ~mask
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
@@ -33,6 +43,7 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()

@@ -38,6 +38,7 @@ from eor.envs import (
     make_vector_env,
     parse_dataset_name,
 )
+from eor.fileio import umask_mode
 
 from . import sources
 
@@ -270,6 +271,7 @@ def write_hdf5_atomic(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str
     interrupted write leaves no partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp's 0600 would stay: h5py's "w" keeps the mode
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -39,7 +39,13 @@ from eor import __version__
 from eor.dynamics.config import DynamicsConfig
 from eor.dynamics.model import DynamicsEnsemble
 from eor.dynamics.train import DynamicsTrainer
-from eor.fileio import atomic_torch_save, atomic_write, atomic_write_json, sha256_file
+from eor.fileio import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    sha256_file,
+    umask_mode,
+)
 
 FORMAT = "eor-dynamics"
 FORMAT_VERSION = 1
@@ -150,6 +156,7 @@ def save_checkpoint(
     if fresh:  # assemble the first checkpoint next to `path`, then rename it into place
         path.parent.mkdir(parents=True, exist_ok=True)
         target = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        target.chmod(umask_mode(0o777))  # mkdtemp's 0700 would become the model folder's
     try:
         atomic_torch_save(state, target / weights_name)
         sha["weights"] = sha256_file(target / weights_name)
