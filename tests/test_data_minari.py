@@ -440,6 +440,32 @@ def test_interrupted_export_leaves_no_dataset(collected, monkeypatch):
     assert not minari_io.minari_dataset_path("eor/hopper/cut-short-v0").exists()
 
 
+def test_failed_overwrite_keeps_the_old_dataset(collected, monkeypatch):
+    """--overwrite replaces a dataset only once the new one is written and checked: an export
+    interrupted midway puts the old one back, whole."""
+    export_dataset(collected["hopper"], "eor/hopper/keep-v0")
+    folder = minari_io.minari_dataset_path("eor/hopper/keep-v0")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    real = minari.create_dataset_from_buffers
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        # another author: the new dataset's metadata differ from the old one's
+        export_dataset(collected["hopper"], "eor/hopper/keep-v0", overwrite=True, author="new")
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # the backup went back
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    export_dataset(collected["hopper"], "eor/hopper/keep-v0", overwrite=True, author="new")
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+    assert minari.load_dataset("eor/hopper/keep-v0").storage.metadata["author"] == {"new"}
+
+
 def test_export_by_d4rl_name(collected, tmp_path):
     """A D4RL name is resolved like load_dataset does (here: eor's store); env must agree."""
     store = tmp_path / "eor" / "hopper_random-v2.hdf5"

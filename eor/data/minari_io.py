@@ -316,13 +316,16 @@ def write_minari(
         )
 
     folder = minari_dataset_path(dataset_id)
+    backup: Path | None = None  # the dataset being replaced, kept until the new one is checked
     if folder.exists():
         if not overwrite:
             raise FileExistsError(
                 f"dataset_id {dataset_id!r}: a Minari dataset exists at {folder}; pass "
                 "overwrite=True (--overwrite) to replace it"
             )
-        shutil.rmtree(folder)
+        backup = folder.with_name(f".{folder.name}.replaced")
+        shutil.rmtree(backup, ignore_errors=True)  # left by a crash during a replacement
+        folder.rename(backup)
 
     from minari.data_collector import EpisodeBuffer
 
@@ -374,16 +377,20 @@ def write_minari(
                 data_format="hdf5",
             )
             mds = minari.load_dataset(dataset_id)
+        if (mds.total_steps, mds.total_episodes) != (n, len(buffers)):
+            raise DatasetError(
+                f"Minari dataset {dataset_id}: wrote {n} steps in {len(buffers)} episodes, but "
+                f"minari reads {mds.total_steps} steps in {mds.total_episodes}"
+            )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        if backup is not None:  # nothing is lost: the old dataset goes back
+            backup.rename(folder)
         raise
     finally:
         gym_env.close()
-    if (mds.total_steps, mds.total_episodes) != (n, len(buffers)):
-        raise DatasetError(
-            f"Minari dataset {dataset_id}: wrote {n} steps in {len(buffers)} episodes, but "
-            f"minari reads {mds.total_steps} steps in {mds.total_episodes}"
-        )
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
     logger.info(
         "exported %s (%d steps, %d episodes) to Minari dataset %s at %s",
         label,
