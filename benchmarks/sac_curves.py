@@ -3,7 +3,7 @@
 Reads each run directory's metrics.jsonl (the evaluation records: env_steps, return_mean,
 return_std over the evaluation episodes) and draws one panel per env, one line per run, with
 a band of ± the std over its evaluation episodes. Prints the return at every `--every` env steps
-(the last evaluation at or before each mark) as a markdown table. Works on a run that is still
+(the last evaluation at or before each mark; blank past the run's last evaluation) as a markdown table. Works on a run that is still
 going (and on the SAC run of an `eor make-dataset` recipe, `<store>/recipes/ENV-sSEED/sac`).
 
     python benchmarks/sac_curves.py RUN_DIR [RUN_DIR ...] --out docs/results/sac_online.png
@@ -50,7 +50,8 @@ def table(runs: dict[Path, tuple[str, list[dict[str, Any]]]], every: int) -> str
         cells = []
         for m in marks:
             before = [e for e in evals if e["env_steps"] <= m]
-            cells.append(f"{before[-1]['return_mean']:.0f}" if before else "")
+            reached = bool(evals) and evals[-1]["env_steps"] >= m  # blank past the run's end
+            cells.append(f"{before[-1]['return_mean']:.0f}" if before and reached else "")
         lines.append(f"| {env} ({_name(run_dir)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
