@@ -425,34 +425,38 @@ def test_export_emits_no_warnings_of_its_own(collected):
         export_dataset(collected["hopper"], "eor/hopper/quiet-v0")
 
 
-def test_interrupted_export_leaves_no_dataset(collected, monkeypatch):
-    """An export stopped after minari wrote its folder (here: interrupted right after
-    create_dataset_from_buffers) removes that folder, so no half-written dataset is left."""
+@pytest.fixture
+def interrupt_export(monkeypatch):
+    """switch(): the next exports stop with KeyboardInterrupt right after minari wrote the
+    dataset's folder (after create_dataset_from_buffers); switch(False) undoes it."""
     real = minari.create_dataset_from_buffers
 
     def interrupted(*args, **kwargs):
         real(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    def switch(on: bool = True) -> None:
+        monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted if on else real)
+
+    return switch
+
+
+def test_interrupted_export_leaves_no_dataset(collected, interrupt_export):
+    """An export stopped after minari wrote its folder removes that folder, so no half-written
+    dataset is left."""
+    interrupt_export()
     with pytest.raises(KeyboardInterrupt):
         export_dataset(collected["hopper"], "eor/hopper/cut-short-v0")
     assert not minari_io.minari_dataset_path("eor/hopper/cut-short-v0").exists()
 
 
-def test_failed_overwrite_keeps_the_old_dataset(collected, monkeypatch):
+def test_failed_overwrite_keeps_the_old_dataset(collected, interrupt_export):
     """--overwrite replaces a dataset only once the new one is written and checked: an export
     interrupted midway puts the old one back, whole."""
     export_dataset(collected["hopper"], "eor/hopper/keep-v0")
     folder = minari_io.minari_dataset_path("eor/hopper/keep-v0")
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    real = minari.create_dataset_from_buffers
-
-    def interrupted(*args, **kwargs):
-        real(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    interrupt_export()
     with pytest.raises(KeyboardInterrupt):
         # another author: the new dataset's metadata differ from the old one's
         export_dataset(collected["hopper"], "eor/hopper/keep-v0", overwrite=True, author="new")
@@ -460,7 +464,7 @@ def test_failed_overwrite_keeps_the_old_dataset(collected, monkeypatch):
     assert after == before
     leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # the backup went back
-    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    interrupt_export(False)
     export_dataset(collected["hopper"], "eor/hopper/keep-v0", overwrite=True, author="new")
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
     assert minari.load_dataset("eor/hopper/keep-v0").storage.metadata["author"] == {"new"}
