@@ -33,14 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_args, print_table, write_results  # noqa: E402
+from benchmarks.common import eor_command, parse_args, print_table, write_results  # noqa: E402
 
 DATASET = "halfcheetah-random-v2"
-
-
-def _eor() -> list[str]:
-    exe = Path(sys.executable).with_name("eor")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "eor"]
 
 
 def _check(cmd: list[str], env: dict[str, str]) -> None:
@@ -62,7 +57,7 @@ def run_batch(
     procs = []
     start = time.perf_counter()
     for i in range(trials):
-        cmd = [*_eor(), "train-agent", "--env_name", DATASET, "--seed", str(i),
+        cmd = [*eor_command(), "train-agent", "--env_name", DATASET, "--seed", str(i),
                "--load_model_dir", str(model), "--run_dir", str(folder / f"t{trials}x{threads}-{i}"),
                "--epochs", "1", "--updates_per_epoch", str(updates), "--eval_episodes", "1",
                "--rollouts_per_epoch", str(rollouts),
@@ -100,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, EOR_DATA_DIR=str(folder / "data"))
         env.pop("OMP_NUM_THREADS", None)  # --threads decides
         steps = "5000" if args.quick else "60000"
-        _check([*_eor(), "collect", DATASET, "--steps", steps, "--seed", "0", "--quiet"], env)
+        _check(
+            [*eor_command(), "collect", DATASET, "--steps", steps, "--seed", "0", "--quiet"], env
+        )
         model = folder / "model"
-        _check([*_eor(), "train-model", "--env_name", DATASET, "--save_path", str(model),
+        _check([*eor_command(), "train-model", "--env_name", DATASET, "--save_path", str(model),
                 "--max_epochs", "1", "--quiet"], env)  # fmt: skip
         for trials, threads in configs:
             row = run_batch(trials, threads, updates, rollouts, model, folder, env)

@@ -148,6 +148,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def eor_command() -> list[str]:
+    """The argv prefix that runs the `eor` CLI of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("eor")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "eor"]
+
+
 def git_sha() -> str:
     try:
         return subprocess.check_output(

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import git_sha, machine_info  # noqa: E402
+from benchmarks.common import eor_command, git_sha, machine_info  # noqa: E402
 from eor.data.sources import eor_path  # noqa: E402
 
 METHODS = {
@@ -47,11 +47,6 @@ METHODS = {
 MODELS = ("true", "learned")
 RUNS = tuple(f"{method}-{model}" for model in MODELS for method in METHODS)
 GAMMA = 0.99
-
-
-def _eor() -> list[str]:
-    exe = Path(sys.executable).with_name("eor")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "eor"]
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -82,13 +77,13 @@ def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
     if not data_file.exists():
         if args.dataset_kind != "random":
             raise SystemExit(f"{data_file}: not found; only random data is collected here")
-        _run([*_eor(), "collect", dataset, "--steps", str(args.steps), "--seed", str(args.seed),
+        _run([*eor_command(), "collect", dataset, "--steps", str(args.steps), "--seed", str(args.seed),
               "--quiet"], env, log)  # fmt: skip
     model_dir = out / "model"
     runs = [r for r in RUNS if r in args.runs]
     if any(r.endswith("-learned") for r in runs) and not (model_dir / "config.json").exists():
         shutil.rmtree(model_dir, ignore_errors=True)
-        _run([*_eor(), "train-model", "--env_name", dataset, "--seed", str(args.seed),
+        _run([*eor_command(), "train-model", "--env_name", dataset, "--seed", str(args.seed),
               "--save_path", str(model_dir), "--max_epochs", str(args.model_epochs)], env, log)  # fmt: skip
     epochs = math.ceil(args.updates / args.updates_per_epoch)
     # The true dynamics first (the paper's point), then the learned model.
@@ -101,12 +96,12 @@ def run_env(env_name: str, args: argparse.Namespace, env: dict[str, str]) -> dic
             if summary.get("total_updates", 0) >= epochs * args.updates_per_epoch:
                 continue
         if (run_dir / "config.json").exists():
-            cmd = [*_eor(), "train-agent", "--resume", str(run_dir), "--epochs", str(epochs)]
+            cmd = [*eor_command(), "train-agent", "--resume", str(run_dir), "--epochs", str(epochs)]
         else:
             source = (
                 ["--true_dynamics"] if model == "true" else ["--load_model_dir", str(model_dir)]
             )
-            cmd = [*_eor(), "train-agent", "--env_name", dataset, "--seed", str(args.seed),
+            cmd = [*eor_command(), "train-agent", "--env_name", dataset, "--seed", str(args.seed),
                    *source, *method_args, "--run_dir", str(run_dir), "--epochs", str(epochs),
                    "--updates_per_epoch", str(args.updates_per_epoch),
                    "--rollouts_per_epoch", str(args.rollouts_per_epoch),

@@ -20,17 +20,12 @@ from typing import Any
 
 def read_evals(run_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     """(env name, evaluation records in order) of one train-online run."""
+    from eor.results.runs import read_metrics
+
     config = json.loads((run_dir / "config.json").read_text())
     if "total_steps" not in config:
         raise SystemExit(f"{run_dir}: not an eor train-online run (config.json has no total_steps)")
-    evals = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:  # a line being written
-            continue
-        if rec.get("kind") == "eval" and "env_steps" in rec:
-            evals.append(rec)
+    evals = [e for e in read_metrics(run_dir / "metrics.jsonl")["eval"] if "env_steps" in e]
     return str(config["env_name"]), evals
 
 
