@@ -402,3 +402,12 @@ def _flat(state: object, prefix: str = "") -> dict[str, object]:
     else:
         out[prefix] = state
     return out
+
+
+def test_a_failed_sweep_says_how_to_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EOR_DATA_DIR", str(tmp_path / "empty-store"))  # no dataset: models fail
+    spec_path = _write(tmp_path, TINY)
+    out = tmp_path / "s"
+    result = CliRunner().invoke(main, ["sweep", str(spec_path), "--sweep_dir", str(out), "--local"])
+    assert result.exit_code == 1, result.output
+    assert f"rerun to retry: eor sweep {spec_path} --sweep_dir {out}" in result.output

@@ -99,7 +99,6 @@ def sweep(
         from eor.sweep.ray_runner import run_ray
 
         status = run_ray(spec, sweep_dir, address=address, max_retries=max_retries)
-        if any(s != "done" for s in status.values()):
-            click.echo(f"rerun to retry: eor sweep {spec.path} --sweep_dir {sweep_dir}", err=True)
     if any(s != "done" for s in status.values()):
+        click.echo(f"rerun to retry: eor sweep {spec.path} --sweep_dir {sweep_dir}", err=True)
         raise SystemExit(1)

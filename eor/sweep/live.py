@@ -25,31 +25,23 @@ class LiveTable:
         self.in_place = bool(isatty and isatty())
         self._lines = 0  # lines of the table now on screen (in_place)
         self._table = ""  # the table last drawn
-        self._body = ""  # ... without its first line (the clock), to tell a real change
 
     def show(self, table: str) -> None:
         """Draw `table`, whose first line carries a clock, in place or (not a terminal) append
         it when its other lines changed."""
-        body = table.partition("\n")[2]
-        if not self.in_place:
-            if self._table and body == self._body:
-                return
-            self.stream.write(table + "\n")
-        else:
-            self._clear()
-            self.stream.write(table + "\n")
-            self._lines = table.count("\n") + 1
-        self._table, self._body = table, body
-        self.stream.flush()
+        unchanged = self._table and _body(table) == _body(self._table)
+        if not self.in_place and unchanged:
+            return
+        self._clear()
+        self._table = table
+        self._draw()
 
     def note(self, message: str) -> None:
         """Write a line above the table (on a terminal: the table is redrawn under it)."""
-        if self.in_place:
-            self._clear()
+        self._clear()
         self.stream.write(message + "\n")
         if self.in_place and self._table:
-            self.stream.write(self._table + "\n")
-            self._lines = self._table.count("\n") + 1
+            self._draw()
         self.stream.flush()
 
     def end(self, message: str) -> None:
@@ -58,10 +50,21 @@ class LiveTable:
         self.stream.flush()
         self._lines = 0
 
-    def _clear(self) -> None:
+    def _draw(self) -> None:
+        self.stream.write(self._table + "\n")
+        if self.in_place:
+            self._lines = self._table.count("\n") + 1
+        self.stream.flush()
+
+    def _clear(self) -> None:  # only a table drawn in place has lines to clear
         if self._lines:
             self.stream.write(_UP.format(n=self._lines) + _CLEAR)
             self._lines = 0
+
+
+def _body(table: str) -> str:
+    """The table without its first line (the clock): what tells a real change."""
+    return table.partition("\n")[2]
 
 
 __all__ = ["LiveTable"]

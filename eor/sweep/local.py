@@ -10,7 +10,6 @@ completed), an interrupted one is resumed from its checkpoint, and a failed one 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,4 @@ def run_local(
     echo(
         ", ".join(f"{n} {s}" for s, n in counts.items()),
     )
-    if counts["failed"] or counts["skipped"]:
-        print(f"rerun to retry: eor sweep {spec.path} --sweep_dir {sweep_dir}", file=sys.stderr)
     return status
