@@ -12,9 +12,10 @@ import numpy as np
 from eor.envs import all_dataset_names, get_env, parse_dataset_name
 
 
-def _check_name(name: str, param: str = "NAME") -> None:
+def _check_name(name: str, param: str = "NAME") -> tuple[str, str]:
+    """(env, kind) of dataset `name`; a usage error naming `param` if it is not one."""
     try:
-        parse_dataset_name(name)
+        return parse_dataset_name(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=param) from None
 
@@ -426,9 +427,8 @@ def make_dataset(
     from eor.data.recipes import RecipeError, RecipeInterrupted, check_arguments, sac_config
     from eor.data.recipes import make_dataset as run_recipe
 
-    _check_name(name)
+    env, kind = _check_name(name)
     options = dict(_sac_option(s) for s in sac)
-    env, kind = parse_dataset_name(name)
     try:  # bad input (exit 2), found before anything runs
         check_arguments(kind, steps, sac_steps, medium_fraction, medium_tolerance)
         sac_config(env, seed, sac_steps, options)
