@@ -95,8 +95,10 @@ def table(runs: dict[Path, tuple[str, list[dict[str, Any]]]], every: int, ref: R
         if points:
             cells = []
             for m in marks:
-                before = [p for p in points if p[0] <= m]
-                cells.append(f"{before[-1][1]:.0f} ± {before[-1][2]:.0f}" if before else "")
+                published = [p for p in points if p[0] <= m]
+                cells.append(
+                    f"{published[-1][1]:.0f} ± {published[-1][2]:.0f}" if published else ""
+                )
             lines.append(f"| {env} ({REFERENCE_LABEL}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
