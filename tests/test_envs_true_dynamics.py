@@ -329,6 +329,46 @@ def test_train_agent_true_dynamics_end_to_end(datasets: dict[str, Path], tmp_pat
     assert bad.exit_code == 2 and "cannot change when resuming" in bad.output
 
 
+def test_resume_uses_the_recorded_dataset_and_refuses_other_data(
+    datasets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that found its data by name resumes from the recorded file when the name no longer
+    finds it (EOR_DATA_DIR unset or moved), and refuses data with another sha256."""
+    import shutil
+
+    from eor.data.sources import d4rl_file_name
+
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir(), elsewhere.mkdir()
+    shutil.copy(datasets["hopper"], store / d4rl_file_name("hopper-random-v2"))
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "no-d4rl"))
+    monkeypatch.setenv("EOR_DATA_DIR", str(store))
+    run = tmp_path / "run"
+    args = _tiny(datasets["hopper"], run)
+    del args[args.index("--dataset") : args.index("--dataset") + 2]  # found by name, in the store
+    assert _invoke(*args).exit_code == 0
+
+    monkeypatch.setenv("EOR_DATA_DIR", str(elsewhere))  # the name finds nothing now
+    result = CliRunner().invoke(
+        main, ["train-agent", "--resume", str(run), "--epochs", "3", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "is not found by name now" in result.output and str(store) in result.output
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
+
+    other = collect("hopper-random-v2", steps=300, seed=1, out=elsewhere / "x.hdf5", progress=False)
+    other.rename(elsewhere / d4rl_file_name("hopper-random-v2"))  # same name, other data
+    bad = _invoke("--resume", str(run), "--epochs", "4", "--quiet")
+    assert bad.exit_code == 2, bad.output
+    assert "resuming would mix two datasets" in bad.output and "EOR_DATA_DIR" in bad.output
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
+
+    (store / d4rl_file_name("hopper-random-v2")).unlink()  # the recorded file is gone too
+    (elsewhere / d4rl_file_name("hopper-random-v2")).unlink()
+    gone = _invoke("--resume", str(run), "--epochs", "4", "--quiet")
+    assert gone.exit_code == 2 and "cannot load 'hopper-random-v2'" in gone.output
+
+
 def test_train_agent_true_dynamics_bad_input(datasets: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     both = _invoke(*_tiny(datasets["hopper"], run, "--load_model_dir", str(tmp_path)))

@@ -130,7 +130,9 @@ class Trainer(RunLoop):
             import_wandb()  # fail early, with the install hint
 
         # Everything is loaded and checked before the run directory is touched.
-        self.components = components or build_components(config, self.device)
+        self.components = components or build_components(
+            config, self.device, recorded=(_checkpoint or {}).get("dataset")
+        )
         spec = self.components.env_spec
         self.env_spec = spec
         # Ant: zero the envs' contact forces when the data has none; a resumed run keeps the
@@ -263,6 +265,11 @@ class Trainer(RunLoop):
             "env_id": self.env_spec.gym_id,
             "counters": self._counters(),
             "model_info": self.components.model_info,
+            "dataset": {
+                "name": self.components.dataset_name,
+                "path": self.components.dataset_path,
+                "checksum": self.components.dataset_checksum,
+            },
             "zero_contact_forces": self.zero_contact_forces,
             "learner": self.learner.state_dict(),
         }
@@ -312,6 +319,16 @@ class Trainer(RunLoop):
                 f"load_model_dir: the dynamics model in {self.config.load_model_dir} changed "
                 f"since this run started (weights sha256 {now[:12]}..., the run used "
                 f"{saved[:12]}...); resuming would mix two models"
+            )
+        record = ckpt.get("dataset") or {}  # absent in checkpoints written before this check
+        saved, now = record.get("checksum"), self.components.dataset_checksum
+        if saved and now and saved != now:
+            raise TrainingSetupError(
+                f"dataset: {self.config.dataset or self.config.env_name!r} now reads "
+                f"{self.components.dataset_source} (sha256 {now[:12]}...), but this run was "
+                f"trained on {record.get('path')} (sha256 {saved[:12]}...); resuming would mix "
+                "two datasets. Put the original file back where the name finds it (or set "
+                "EOR_DATA_DIR to the store that holds it), or start a new run"
             )
         self.learner.load_state_dict(ckpt["learner"])
         self.model_buffer = buffer_from_bytes(ckpt["model_buffer"])
