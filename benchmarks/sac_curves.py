@@ -136,11 +136,11 @@ def plot(runs: dict[Path, tuple[str, list[dict[str, Any]]]], out: Path, ref: Ref
             x = [e["env_steps"] for e in evals]
             y = [e["return_mean"] for e in evals]
             s = [e.get("return_std", 0.0) for e in evals]
-            (line,) = ax.plot(x, y, label=f"eor SAC ({_name(run_dir)})")
+            (line,) = ax.plot(x, y, label=f"eor SAC ({_name(run_dir)}), mean ± std over episodes")
             lo = [a - b for a, b in zip(y, s, strict=True)]
             hi = [a + b for a, b in zip(y, s, strict=True)]
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{env}: evaluated return (mean ± std over episodes)")
+        ax.set_title(f"{env}: evaluated return")
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
