@@ -108,6 +108,7 @@ def plot(runs: dict[Path, tuple[str, list[dict[str, Any]]]], out: Path, ref: Ref
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     envs = list(dict.fromkeys(env for env, _ in runs.values()))
     fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
@@ -142,6 +143,7 @@ def plot(runs: dict[Path, tuple[str, list[dict[str, Any]]]], out: Path, ref: Ref
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
         ax.set_title(f"{env}: evaluated return")
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
