@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from eor.cli import main
 from eor.data import recipes
 from eor.data.recipes import RecipeError, RecipeInterrupted, make_dataset, pick_medium
+from eor.fileio import sha256_file
 from eor.online import read_policies, read_replay
 
 SAC = {
@@ -243,16 +244,19 @@ def test_second_call_reuses_everything(
     assert sum("reusing" in m and ".hdf5" in m for m in messages) == 3  # medium, expert, m-e
 
 
-def test_train_agent_on_a_made_medium_dataset(
-    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    "kind", ["medium", "medium-replay", "expert", "medium-expert", "full-replay", "random"]
+)
+def test_train_agent_on_each_made_dataset(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
 ) -> None:
     monkeypatch.setenv("EOR_DATA_DIR", str(made["root"]))
     run = tmp_path / "agent"
     result = CliRunner().invoke(
         main,
-        ["train-agent", "--env_name", "hopper-medium-v2", "--true_dynamics", "--run_dir",
+        ["train-agent", "--env_name", f"hopper-{kind}-v2", "--true_dynamics", "--run_dir",
          str(run), "--epochs", "1", "--updates_per_epoch", "4", "--hidden_dim", "16",
-         "--num_critics", "2", "--batch_size", "16", "--rollouts_per_epoch", "8",
+         "--num_critics", "2", "--batch_size", "16", "--rollouts_per_epoch", "32",
          "--steps_k", "2", "--eval_episodes", "1", "--eval_max_steps", "5", "--device", "cpu",
          "--quiet"],
         catch_exceptions=False,
@@ -260,7 +264,9 @@ def test_train_agent_on_a_made_medium_dataset(
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["total_updates"] == 4
-    assert summary["dataset"] == "hopper-medium-v2"
+    assert summary["dataset"] == f"hopper-{kind}-v2"
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset_checksum"] == sha256_file(made["paths"][kind])  # that very file
 
 
 # ----------------------------------------------------------------------------- resumption
