@@ -312,6 +312,43 @@ def test_cli_resume(data_file: Path, tmp_path: Path) -> None:
     assert read_meta(path)["complete"] and read_meta(path)["epoch"] == 3
 
 
+def test_cli_resume_by_name_falls_back_to_the_recorded_file(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model trained on data found by name resumes from the file meta.json recorded when the
+    name no longer finds it (EOR_DATA_DIR moved); with no such file it says what was searched."""
+    from eor.data.sources import d4rl_file_name
+
+    store = tmp_path / "store"
+    store.mkdir()
+    stored = store / d4rl_file_name("halfcheetah-random-v2")
+    shutil.copy(data_file, stored)
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "no-d4rl"))
+    monkeypatch.setenv("EOR_DATA_DIR", str(store))
+    path = tmp_path / "run"
+    with pytest.raises(_Crash):
+        train_to_dir(
+            _config(epochs=3),
+            load_dataset("halfcheetah-random-v2"),
+            path,
+            checkpoint_interval=0,
+            on_epoch=_crash_at(1),
+        )
+    assert read_meta(path)["dataset"]["path"] == str(stored)
+    args = ["train-model", "--env_name", "halfcheetah-random-v2", "--save_path", str(path)]
+    monkeypatch.setenv("EOR_DATA_DIR", str(tmp_path / "elsewhere"))
+    result = CliRunner().invoke(main, [*args, "--resume", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "is not found by name now" in result.output and str(stored) in result.output
+    assert read_meta(path)["complete"] and read_meta(path)["epoch"] == 3
+
+    fresh = tmp_path / "fresh"  # not a resume: no fallback, the usual not-found message
+    stored.unlink()
+    result = CliRunner().invoke(main, ["train-model", "--env_name", "halfcheetah-random-v2",
+                                       "--save_path", str(fresh), "-q"])  # fmt: skip
+    assert result.exit_code == 2 and "not found. Searched" in result.output
+
+
 @pytest.mark.parametrize(
     "extra, match",
     [

@@ -188,7 +188,18 @@ def train_model(
     tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
 
     try:
-        ds = load_dataset(dataset if dataset is not None else env_name, env=spec)
+        try:
+            ds = load_dataset(dataset if dataset is not None else env_name, env=spec)
+        except FileNotFoundError:
+            recorded = _recorded_dataset(save_path) if resume and dataset is None else None
+            if recorded is None:
+                raise
+            click.echo(
+                f"dataset: {env_name!r} is not found by name now; resuming with the file this "
+                f"model was trained on, {recorded}",
+                err=True,
+            )
+            ds = load_dataset(recorded, env=spec)  # run.py then checks its sha256
     except FileNotFoundError as exc:
         raise click.BadParameter(
             str(exc), param_hint="--dataset" if dataset else "--env_name"
@@ -265,3 +276,16 @@ def train_model(
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def _recorded_dataset(save_path: Path) -> Path | None:
+    """The dataset file an unfinished model directory was trained on (its meta.json), when it
+    is still there: `--resume` by name falls back to it when the name no longer finds the data
+    (EOR_DATA_DIR unset or moved)."""
+    from eor.dynamics.io import DynamicsLoadError, read_meta
+
+    try:
+        path = (read_meta(save_path).get("dataset") or {}).get("path")
+    except DynamicsLoadError:
+        return None
+    return Path(path) if path and Path(path).is_file() else None
