@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,45 +94,13 @@ class Components:
     the run's envs then zero them too (`Trainer.zero_contact_forces`)."""
 
 
-def load_run_dataset(config: TrainAgentConfig, spec: Any, recorded: dict[str, Any] | None) -> Any:
-    """The run's dataset, by `config.dataset` or the env name.
-
-    A resumed run whose name no longer finds its data (EOR_DATA_DIR unset or pointing elsewhere,
-    a D4RL cache moved) falls back to the file it was trained on, from its checkpoint's record,
-    when that file is still there; `Trainer._restore` then checks its sha256.
-    """
-    import eor.data
-
-    source = config.dataset or config.env_name
-    try:
-        return eor.data.load_dataset(source, env=spec)
-    except FileNotFoundError as exc:
-        record = recorded or {}
-        path = record.get("path")
-        if not path or not Path(path).is_file():
-            raise TrainingSetupError(f"dataset: cannot load {source!r}: {exc}") from None
-        print(
-            f"dataset: {source!r} is not found by name now; resuming with the file this run "
-            f"was trained on, {path}",
-            file=sys.stderr,
-        )
-        try:
-            return eor.data.load_file(path, env=spec, source="recorded", name=record.get("name"))
-        except (ValueError, OSError) as err:
-            raise TrainingSetupError(
-                f"dataset: cannot load the recorded file {path}: {err}"
-            ) from None
-    except (ValueError, OSError) as exc:
-        raise TrainingSetupError(f"dataset: cannot load {source!r}: {exc}") from None
-
-
 def build_components(
     config: TrainAgentConfig, device: torch.device, *, recorded: dict[str, Any] | None = None
 ) -> Components:
     """Load and cross-check the env, the dynamics model and the dataset (before any training).
 
-    recorded: a resumed run's dataset record (its checkpoint's "dataset": name, path, checksum),
-    used by `load_run_dataset` when the name no longer finds the data.
+    recorded: a resumed run's dataset record (its checkpoint's "dataset": name, path, checksum):
+    its file is read when the name no longer finds the data (`eor.data.load_dataset_resuming`).
     """
     import eor.data
     import eor.dynamics
@@ -162,8 +129,14 @@ def build_components(
             ) from None
         check_model_dims(model, spec, model_dir)
         model_info = model_identity(model_dir, model)
-    ds = load_run_dataset(config, spec, recorded)
     source = config.dataset or config.env_name
+    record = recorded or {}
+    try:
+        ds = eor.data.load_dataset_resuming(
+            source, env=spec, recorded_path=record.get("path"), recorded_name=record.get("name")
+        )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise TrainingSetupError(f"dataset: cannot load {source!r}: {exc}") from None
     if ds.observations.shape[1] != spec.obs_dim or ds.actions.shape[1] != spec.act_dim:
         raise TrainingSetupError(
             f"dataset {source!r} has obs/act dims {ds.observations.shape[1]}/{ds.actions.shape[1]}"

@@ -17,7 +17,7 @@ from eor.data.dataset import (
     read_raw,
     validate_raw,
 )
-from eor.data.load import load_dataset, load_file, search_locations
+from eor.data.load import load_dataset, load_dataset_resuming, load_file, search_locations
 from eor.data.sources import d4rl_dir, eor_data_dir
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "d4rl_dir",
     "eor_data_dir",
     "load_dataset",
+    "load_dataset_resuming",
     "load_file",
     "qlearning_arrays",
     "read_raw",

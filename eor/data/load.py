@@ -12,6 +12,7 @@ converted by eor.data.minari_io (every step of every episode, docs/algorithm.md 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,30 @@ def load_dataset(name_or_path: str | Path, *, env: str | EnvSpec | None = None) 
         return load_file(location, env=spec, source=source, name=text)
 
     raise FileNotFoundError(not_found_message(text))
+
+
+def load_dataset_resuming(
+    name_or_path: str | Path,
+    *,
+    env: str | EnvSpec | None,
+    recorded_path: str | None,
+    recorded_name: str | None = None,
+) -> Dataset:
+    """`load_dataset` for a run being resumed: when `name_or_path` no longer finds the data
+    (EOR_DATA_DIR unset or set to another store, a D4RL cache moved), the file the run recorded
+    it was trained on, if that is still there; a line on stderr says so. The caller checks the
+    file's sha256 against the run's record."""
+    try:
+        return load_dataset(name_or_path, env=env)
+    except FileNotFoundError:
+        if not recorded_path or not Path(recorded_path).is_file():
+            raise
+    print(
+        f"dataset: {str(name_or_path)!r} is not found by name now; resuming with the file this "
+        f"run was trained on, {recorded_path}",
+        file=sys.stderr,
+    )
+    return load_file(recorded_path, env=env, source="recorded", name=recorded_name)
 
 
 def not_found_message(name: str) -> str:

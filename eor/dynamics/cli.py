@@ -152,7 +152,7 @@ def train_model(
     """
     from tqdm.auto import tqdm
 
-    from eor.data import DatasetError, load_dataset
+    from eor.data import DatasetError, load_dataset_resuming
     from eor.dynamics.io import DynamicsLoadError, describe
     from eor.dynamics.run import train_to_dir
     from eor.envs import get_env
@@ -187,19 +187,11 @@ def train_model(
     dev = _resolve_device(device)
     tune_malloc()  # keep freed tensor memory in the process (see eor.runtime)
 
-    try:
-        try:
-            ds = load_dataset(dataset if dataset is not None else env_name, env=spec)
-        except FileNotFoundError:
-            recorded = _recorded_dataset(save_path) if resume and dataset is None else None
-            if recorded is None:
-                raise
-            click.echo(
-                f"dataset: {env_name!r} is not found by name now; resuming with the file this "
-                f"model was trained on, {recorded}",
-                err=True,
-            )
-            ds = load_dataset(recorded, env=spec)  # run.py then checks its sha256
+    try:  # a resume by name may fall back to the recorded file; run.py checks its sha256
+        recorded = _recorded_dataset(save_path) if resume and dataset is None else None
+        ds = load_dataset_resuming(
+            dataset if dataset is not None else env_name, env=spec, recorded_path=recorded
+        )
     except FileNotFoundError as exc:
         raise click.BadParameter(
             str(exc), param_hint="--dataset" if dataset else "--env_name"
@@ -278,14 +270,11 @@ def train_model(
             scratch.cleanup()
 
 
-def _recorded_dataset(save_path: Path) -> Path | None:
-    """The dataset file an unfinished model directory was trained on (its meta.json), when it
-    is still there: `--resume` by name falls back to it when the name no longer finds the data
-    (EOR_DATA_DIR unset or moved)."""
+def _recorded_dataset(save_path: Path) -> str | None:
+    """The dataset file an unfinished model directory recorded it was trained on (meta.json)."""
     from eor.dynamics.io import DynamicsLoadError, read_meta
 
     try:
-        path = (read_meta(save_path).get("dataset") or {}).get("path")
+        return (read_meta(save_path).get("dataset") or {}).get("path")
     except DynamicsLoadError:
         return None
-    return Path(path) if path and Path(path).is_file() else None
